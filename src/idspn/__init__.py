@@ -1,0 +1,1 @@
+"""idspn: multiset-equivariant set prediction with approximate implicit differentiation."""
