@@ -1,0 +1,425 @@
+"""Set decoders that predict a set by optimisation: iDSPN and DSPN.
+
+Both decode a vector z ``(B, L)`` into a set Y ``(B, N, D)`` by minimising the inner objective
+(Eq. 6-7, with the regulariser of Section 3)::
+
+    L(Y) = 1/(2L) * ||g([F, Y]) - z||^2 + reg/2 * ||Y - Y0||^2        (per example)
+
+with a fixed number of (projected, optionally Nesterov-accelerated) gradient steps from an initial
+set Y0. ``F`` are optional fixed dims given by the caller (Section 3, used in Section 4.1) and g is a
+permutation-invariant set encoder. The 1/L scale of the first term is the one the inner learning
+rate 1.0 of the paper's experiments was tuned for (the original code's mean over latent dims); it
+makes each example's inner gradient independent of the batch size.
+
+The forward pass is the same for every backward mode; they differ in how gradients reach z, the
+encoder parameters and a learned Y0:
+
+* ``"approx"`` (iDSPN, Eq. 9): backpropagate through one step of the inner update at the solution
+  Y*, i.e. the implicit gradient with the Hessian replaced by the identity. Memory and backward cost
+  do not depend on ``iters``.
+* ``"cg"``: implicit differentiation (Appendix D), solving ``(lr*H/gamma + I) u = v`` with a few
+  batched conjugate-gradient steps on Hessian-vector products; ``gamma=None`` solves ``lr*H u = v``
+  (the exact implicit gradient), ``gamma -> inf`` recovers ``"approx"``.
+* ``"unroll"`` (DSPN): backpropagate through every inner step.
+
+The file reads top-down: inner problem -> inner loop -> backward modes -> decoder.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .projections import project_simplex
+from .set_encoders import FSPool, ModuleSetEncoder, SetEncoder, check_set
+
+__all__ = ["IDSPN", "DSPN", "InnerLoopDivergence", "BACKWARD_MODES", "INITS", "PROJECTIONS"]
+
+BACKWARD_MODES = ("approx", "cg", "unroll")
+INITS = ("random", "zeros", "learned")
+PROJECTIONS: dict[str, Callable[[Tensor], Tensor]] = {"simplex": project_simplex}
+
+
+class InnerLoopDivergence(RuntimeError):
+    """The inner optimisation produced NaN or inf (lower ``lr`` or set ``grad_clip``)."""
+
+
+# --- the inner problem ---------------------------------------------------------------------------
+
+
+def _per_example_dot(a: Tensor, b: Tensor) -> Tensor:
+    return (a * b).flatten(1).sum(1)  # (B,)
+
+
+@dataclass
+class InnerProblem:
+    """One decoder call's inner objective L(Y) (Eq. 6 with the Section 3 regulariser).
+
+    Attributes:
+        encoder: the set encoder g.
+        z: ``(B, L)`` target encoding.
+        init_set: ``(B, N, D)`` the initial set Y0 of the regulariser.
+        fixed: ``(B, N, F)`` fixed leading dims of every element, or None.
+        reg: regulariser weight lambda.
+    """
+
+    encoder: SetEncoder
+    z: Tensor
+    init_set: Tensor
+    fixed: Tensor | None
+    reg: float
+
+    def _encoder_input(self, y: Tensor) -> Tensor:
+        return y if self.fixed is None else torch.cat([self.fixed, y], dim=-1)  # (B, N, F + D)
+
+    def value(self, y: Tensor) -> Tensor:
+        """``(B,)`` value of L at ``y``."""
+        residual = self.encoder(self._encoder_input(y)) - self.z  # (B, L)
+        value = residual.pow(2).sum(1) / (2 * residual.shape[1])
+        if self.reg:
+            value = value + self.reg / 2 * (y - self.init_set).pow(2).flatten(1).sum(1)
+        return value
+
+    def grad(self, y: Tensor) -> Tensor:
+        """``(B, N, D)`` gradient of L at ``y``, differentiable in z, the encoder and Y0.
+
+        Differentiable in ``y`` too when ``y`` requires grad (unrolled DSPN, Hessian products).
+        """
+        out, vjp = self.encoder.value_and_vjp(self._encoder_input(y))
+        residual = (out - self.z) / out.shape[1]  # (B, L) = dL/dg
+        grad = vjp(residual)  # (B, N, F + D)
+        if self.fixed is not None:
+            grad = grad[..., self.fixed.shape[-1]:]  # (B, N, D)
+        if self.reg:
+            grad = grad + self.reg * (y - self.init_set)
+        return grad
+
+
+# --- the inner loop ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InnerOptimizer:
+    """Projected gradient descent with optional Nesterov momentum and per-example clipping.
+
+    The update is the one of ``torch.optim.SGD(nesterov=True)`` applied to each example's set::
+
+        g = clip(grad L(Y)),  v = momentum * v + g,  Y = proj(Y - lr * (g + momentum * v))
+    """
+
+    lr: float
+    momentum: float
+    grad_clip: float | None
+    projection: Callable[[Tensor], Tensor] | None
+
+    def _clip(self, grad: Tensor) -> Tensor:
+        if self.grad_clip is None:
+            return grad
+        norm = grad.flatten(1).norm(dim=1).clamp(min=1e-12)  # (B,)
+        return grad * (self.grad_clip / norm).clamp(max=1.0).view(-1, 1, 1)
+
+    def run(self, problem: InnerProblem, y: Tensor, iters: int) -> Tensor:
+        """Minimise from ``y`` for ``iters`` steps; differentiable iff grad mode is on (DSPN)."""
+        differentiable = torch.is_grad_enabled()
+        if not differentiable:
+            y = y.clone()
+        buf = torch.zeros_like(y) if self.momentum else None
+        for _ in range(iters):
+            grad = self._clip(problem.grad(y))
+            if differentiable:
+                if buf is not None:
+                    buf = self.momentum * buf + grad
+                    grad = grad + self.momentum * buf
+                y = y - self.lr * grad
+            else:  # in place: memory does not grow with iters
+                if buf is not None:
+                    buf.mul_(self.momentum).add_(grad)
+                    grad.add_(buf, alpha=self.momentum)
+                y.sub_(grad, alpha=self.lr)
+            if self.projection is not None:
+                y = self.projection(y)
+        return y
+
+    def step(self, problem: InnerProblem, y: Tensor) -> Tensor:
+        """One plain (projected) step ``proj(Y - lr * grad L(Y))``: the map Eq. 9 differentiates."""
+        y_next = y - self.lr * problem.grad(y)
+        return y_next if self.projection is None else self.projection(y_next)
+
+
+# --- backward modes ------------------------------------------------------------------------------
+
+
+def attach_approx_implicit_grad(problem: InnerProblem, optimizer: InnerOptimizer, y_star: Tensor) -> Tensor:
+    """Return Y* whose gradient is that of one inner step at Y* (Eq. 9; Eq. 10 with a projection)."""
+    y_star = y_star.detach()
+    y_next = optimizer.step(problem, y_star)  # differentiable in z, theta and Y0, not in Y*
+    return y_star + (y_next - y_next.detach())  # value Y*, gradient of the step
+
+
+def _conjugate_gradient(matvec: Callable[[Tensor], Tensor], rhs: Tensor, iters: int, tol: float) -> Tensor:
+    """Solve ``A x = rhs`` per example (A symmetric) with batched conjugate gradient."""
+    x = torch.zeros_like(rhs)
+    residual = rhs.clone()
+    direction = residual.clone()
+    sq_norm = _per_example_dot(residual, residual)  # (B,)
+    stop = (tol * rhs.flatten(1).norm(dim=1)) ** 2
+    for _ in range(iters):
+        if bool((sq_norm <= stop).all()):
+            break
+        a_dir = matvec(direction)
+        curvature = _per_example_dot(direction, a_dir)
+        alpha = torch.where(curvature.abs() > 1e-30, sq_norm / curvature, torch.zeros_like(curvature))
+        x = x + alpha.view(-1, 1, 1) * direction
+        residual = residual - alpha.view(-1, 1, 1) * a_dir
+        new_sq_norm = _per_example_dot(residual, residual)
+        beta = torch.where(sq_norm > 0, new_sq_norm / sq_norm, torch.zeros_like(sq_norm))
+        direction = residual + beta.view(-1, 1, 1) * direction
+        sq_norm = new_sq_norm
+    return x
+
+
+def attach_cg_implicit_grad(
+    problem: InnerProblem,
+    optimizer: InnerOptimizer,
+    y_star: Tensor,
+    gamma: float | None,
+    iters: int,
+    tol: float,
+) -> Tensor:
+    """Return Y* whose gradient is the (regularised) implicit gradient of Appendix D (Eq. 43).
+
+    With ``step(Y) = -lr * grad L(Y)`` and ``A = -d step / dY = lr * H``, the incoming gradient v is
+    replaced by the solution u of ``(A / gamma + I) u = v`` (``A u = v`` for ``gamma=None``) and then
+    backpropagated through ``step``, giving ``u^T d step / d(z, theta)``.
+    """
+    leaf = y_star.detach().requires_grad_()
+    with torch.enable_grad():
+        step = -optimizer.lr * problem.grad(leaf)  # (B, N, D)
+
+    def matvec(u: Tensor) -> Tensor:
+        (vjp,) = torch.autograd.grad(step, leaf, u, retain_graph=True)
+        a_u = -vjp  # A symmetric: the VJP is the matrix-vector product
+        return a_u if gamma is None else a_u / gamma + u
+
+    step.register_hook(lambda v: _conjugate_gradient(matvec, v, iters, tol))
+    return y_star.detach() + (step - step.detach())
+
+
+# --- the decoder ---------------------------------------------------------------------------------
+
+
+def _check_positive(value: float, name: str, integer: bool = False) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a positive {'int' if integer else 'finite number'}, got {value!r}")
+
+
+class IDSPN(nn.Module):
+    """Implicit deep set prediction network: z ``(B, L)`` -> Y ``(B, N, D)`` by inner optimisation.
+
+    Args:
+        encoder: permutation-invariant set encoder g: ``(B, N, fixed_dim + set_dim) -> (B, L)``;
+            an ``FSEncoder`` (fused inner gradient) or any ``SetEncoder``. A plain module is wrapped
+            in ``ModuleSetEncoder`` and differentiated with autograd.
+        set_size: number of elements N.
+        set_dim: dimension D of the optimised part of each element.
+        iters: inner steps (Eq. 7); change ``decoder.iters`` or pass ``iters=`` to evaluate at more.
+        lr: inner learning rate.
+        momentum: Nesterov momentum (0 for plain gradient descent).
+        grad_clip: clip each example's inner gradient to this L2 norm (None: no clipping).
+        init: initial set Y0: ``"random"`` N(0, init_std^2 I) per example (the paper's N(0, I/10)),
+            ``"zeros"``, or ``"learned"`` (a parameter initialised from N(0, init_std^2 I); it gets
+            its gradient through the regulariser ``reg``, Section 3).
+        init_std: standard deviation of the random or learned initial set.
+        reg: weight lambda of the regulariser ``lambda/2 ||Y - Y0||^2``.
+        projection: ``"simplex"`` projects every element onto the probability simplex after every
+            step (Eq. 10), or None.
+        fixed_dim: number F of leading element dims given by the caller through ``fixed`` and kept
+            fixed; the encoder sees ``cat(fixed, Y)``.
+        backward: ``"approx"`` (Eq. 9), ``"cg"`` (Appendix D) or ``"unroll"`` (DSPN).
+        cg_iters: conjugate-gradient steps for ``backward="cg"``.
+        cg_gamma: Hessian regularisation gamma of ``(H/gamma + I)``; None solves ``H u = v`` exactly.
+        cg_tol: relative residual at which CG stops early.
+    """
+
+    default_backward = "approx"
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        set_size: int,
+        set_dim: int,
+        iters: int = 20,
+        lr: float = 1.0,
+        momentum: float = 0.0,
+        grad_clip: float | None = None,
+        init: str = "random",
+        init_std: float = 0.1**0.5,
+        reg: float = 0.0,
+        projection: str | None = None,
+        fixed_dim: int = 0,
+        backward: str | None = None,
+        cg_iters: int = 10,
+        cg_gamma: float | None = None,
+        cg_tol: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        backward = self.default_backward if backward is None else backward
+        _check_positive(set_size, "set_size", integer=True)
+        _check_positive(set_dim, "set_dim", integer=True)
+        _check_positive(iters, "iters", integer=True)
+        _check_positive(lr, "lr")
+        _check_positive(init_std, "init_std")
+        _check_positive(cg_iters, "cg_iters", integer=True)
+        _check_positive(cg_tol, "cg_tol")
+        if grad_clip is not None:
+            _check_positive(grad_clip, "grad_clip")
+        if cg_gamma is not None:
+            _check_positive(cg_gamma, "cg_gamma")
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if isinstance(reg, bool) or not isinstance(reg, (int, float)) or not 0 <= reg < math.inf:
+            raise ValueError(f"reg must be a finite number >= 0, got {reg!r}")
+        if isinstance(fixed_dim, bool) or not isinstance(fixed_dim, int) or fixed_dim < 0:
+            raise ValueError(f"fixed_dim must be an int >= 0, got {fixed_dim!r}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if backward not in BACKWARD_MODES:
+            raise ValueError(f"backward must be one of {BACKWARD_MODES}, got {backward!r}")
+        if projection is not None and projection not in PROJECTIONS:
+            raise ValueError(f"projection must be None or one of {tuple(PROJECTIONS)}, got {projection!r}")
+        if backward == "cg" and projection is not None:
+            raise ValueError("backward='cg' needs projection=None: its linear solve assumes a symmetric Hessian")
+        if not isinstance(encoder, nn.Module):
+            raise ValueError(f"encoder must be an nn.Module, got {type(encoder).__name__}")
+        encoder_dim = getattr(encoder, "set_dim", None)
+        if encoder_dim is not None and encoder_dim != fixed_dim + set_dim:
+            raise ValueError(
+                f"encoder.set_dim={encoder_dim} must equal fixed_dim + set_dim = {fixed_dim} + {set_dim}"
+            )
+        pool = getattr(encoder, "pool", None)
+        if isinstance(pool, FSPool) and pool.set_size is not None and pool.set_size < set_size:
+            raise ValueError(f"set_size={set_size} exceeds the encoder's FSPool set_size={pool.set_size}")
+        if not isinstance(encoder, SetEncoder):
+            encoder = ModuleSetEncoder(encoder, fixed_dim + set_dim, getattr(encoder, "latent_dim", None))
+        self.encoder = encoder
+        self.set_size = set_size
+        self.set_dim = set_dim
+        self.iters = iters
+        self.fixed_dim = fixed_dim
+        self.init = init
+        self.init_std = float(init_std)
+        self.reg = float(reg)
+        self.backward_mode = backward
+        self.cg_iters, self.cg_gamma, self.cg_tol = cg_iters, cg_gamma, float(cg_tol)
+        self.optimizer = InnerOptimizer(
+            lr=float(lr),
+            momentum=float(momentum),
+            grad_clip=None if grad_clip is None else float(grad_clip),
+            projection=None if projection is None else PROJECTIONS[projection],
+        )
+        if init == "learned":
+            self.init_set = nn.Parameter(torch.randn(set_size, set_dim) * init_std)  # (N, D)
+        else:
+            self.register_parameter("init_set", None)
+
+    def extra_repr(self) -> str:
+        o = self.optimizer
+        return (
+            f"set_size={self.set_size}, set_dim={self.set_dim}, iters={self.iters}, lr={o.lr}, "
+            f"momentum={o.momentum}, grad_clip={o.grad_clip}, init={self.init!r}, reg={self.reg}, "
+            f"fixed_dim={self.fixed_dim}, backward={self.backward_mode!r}"
+        )
+
+    def _check_inputs(self, z: Tensor, init_set: Tensor | None, fixed: Tensor | None) -> None:
+        if not isinstance(z, Tensor) or z.dim() != 2 or not z.is_floating_point():
+            shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise ValueError(f"z must be a floating tensor of shape (B, L), got {shape}")
+        if z.shape[0] == 0:
+            raise ValueError("z must hold at least one example, got batch size 0")
+        latent_dim = getattr(self.encoder, "latent_dim", None)
+        if latent_dim is not None and z.shape[1] != latent_dim:
+            raise ValueError(f"z must have the encoder's latent_dim={latent_dim} features, got {tuple(z.shape)}")
+        if not torch.isfinite(z).all():
+            raise ValueError("z contains NaN or inf")
+        if init_set is not None:
+            check_set(init_set, "init_set", set_dim=self.set_dim, set_size=self.set_size)
+            if init_set.shape[0] != z.shape[0]:
+                raise ValueError(f"init_set batch size {init_set.shape[0]} != z batch size {z.shape[0]}")
+        if (fixed is None) != (self.fixed_dim == 0):
+            raise ValueError(f"fixed must be given exactly when fixed_dim > 0 (fixed_dim={self.fixed_dim})")
+        if fixed is not None:
+            check_set(fixed, "fixed", set_dim=self.fixed_dim, set_size=self.set_size)
+            if fixed.shape[0] != z.shape[0]:
+                raise ValueError(f"fixed batch size {fixed.shape[0]} != z batch size {z.shape[0]}")
+
+    def initial_set(self, z: Tensor) -> Tensor:
+        """``(B, N, D)`` initial set Y0 for a batch encoded as ``z``."""
+        shape = (z.shape[0], self.set_size, self.set_dim)
+        if self.init == "learned":
+            return self.init_set.unsqueeze(0).expand(shape)
+        if self.init == "zeros":
+            return z.new_zeros(shape)
+        return torch.randn(shape, dtype=z.dtype, device=z.device) * self.init_std
+
+    def problem(self, z: Tensor, init_set: Tensor, fixed: Tensor | None = None) -> InnerProblem:
+        """The inner objective of one call, e.g. to evaluate ``problem(...).value(Y)``."""
+        return InnerProblem(self.encoder, z, init_set, fixed, self.reg)
+
+    def forward(
+        self,
+        z: Tensor,
+        init_set: Tensor | None = None,
+        fixed: Tensor | None = None,
+        iters: int | None = None,
+    ) -> Tensor:
+        """Decode ``z`` into a set.
+
+        Args:
+            z: ``(B, L)`` input vector.
+            init_set: ``(B, N, D)`` explicit initial set Y0 (default: by ``init``).
+            fixed: ``(B, N, fixed_dim)`` fixed leading dims of every element.
+            iters: inner steps for this call (default: ``self.iters``).
+
+        Returns:
+            ``(B, N, D)`` the predicted set Y*.
+        """
+        self._check_inputs(z, init_set, fixed)
+        if iters is None:
+            iters = self.iters
+        _check_positive(iters, "iters", integer=True)
+        y0 = self.initial_set(z) if init_set is None else init_set
+        problem = self.problem(z, y0, fixed)
+        differentiable = torch.is_grad_enabled()
+        if self.backward_mode == "unroll" and differentiable:
+            y = self.optimizer.run(problem, y0, iters)
+        else:
+            with torch.no_grad():
+                y_star = self.optimizer.run(problem, y0.detach(), iters)
+            if not torch.isfinite(y_star).all():
+                raise InnerLoopDivergence(self._divergence_message(iters))
+            if not differentiable:
+                return y_star
+            if self.backward_mode == "approx":
+                y = attach_approx_implicit_grad(problem, self.optimizer, y_star)
+            else:
+                y = attach_cg_implicit_grad(problem, self.optimizer, y_star, self.cg_gamma, self.cg_iters, self.cg_tol)
+        if not torch.isfinite(y).all():
+            raise InnerLoopDivergence(self._divergence_message(iters))
+        return y
+
+    def _divergence_message(self, iters: int) -> str:
+        return (
+            f"the inner optimisation diverged (NaN or inf in Y after {iters} steps at "
+            f"lr={self.optimizer.lr}, momentum={self.optimizer.momentum}); lower lr or set grad_clip"
+        )
+
+
+class DSPN(IDSPN):
+    """Deep set prediction network: ``IDSPN`` that backpropagates through every inner step."""
+
+    default_backward = "unroll"

@@ -1,0 +1,87 @@
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from idspn import hungarian_loss, hungarian_match
+
+
+def _brute_force_loss(pred, target, elementwise):
+    n = pred.shape[0]
+    return min(elementwise(pred, target[list(p)]).mean().item() for p in itertools.permutations(range(n)))
+
+
+@pytest.mark.parametrize(
+    "pairwise,elementwise",
+    [
+        ("mse", lambda p, t: (p - t).pow(2).mean(-1)),
+        ("huber", lambda p, t: F.smooth_l1_loss(p, t, reduction="none").mean(-1)),
+        ("cross_entropy", lambda p, t: -(t * p.log_softmax(-1)).sum(-1)),
+    ],
+)
+def test_hungarian_loss_is_the_minimum_over_permutations(pairwise, elementwise):
+    pred = torch.randn(6, 4, 3) * 2
+    target = torch.randn(6, 4, 3) * 2
+    if pairwise == "cross_entropy":
+        target = F.one_hot(torch.randint(0, 3, (6, 4)), 3).float()
+    loss = hungarian_loss(pred, target, pairwise)
+    expected = sum(_brute_force_loss(pred[b], target[b], elementwise) for b in range(6)) / 6
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_loss_is_invariant_to_permutations_and_zero_at_equality():
+    pred = torch.randn(3, 5, 2)
+    target = torch.randn(3, 5, 2)
+    perm = torch.randperm(5)
+    assert hungarian_loss(pred[:, perm], target).item() == pytest.approx(hungarian_loss(pred, target).item())
+    assert hungarian_loss(target[:, perm], target).item() == 0.0
+
+
+def test_duplicate_predictions_are_matched_to_different_targets():
+    pred = torch.zeros(1, 2, 1)
+    target = torch.tensor([[[-1.0], [1.0]]])
+    index = hungarian_match(pred, target)
+    assert sorted(index[0].tolist()) == [0, 1]
+
+
+def test_gradient_flows_through_matched_pairs_only():
+    pred = torch.tensor([[[0.0], [10.0]]], requires_grad=True)
+    target = torch.tensor([[[10.0], [1.0]]])
+    hungarian_loss(pred, target).backward()
+    # pred 0 is matched to target 1 and pred 1 to target 0: grad = 2 * (p - t) / (N * D)
+    assert torch.allclose(pred.grad, torch.tensor([[[-1.0], [0.0]]]))
+
+
+def test_groups_restrict_matching():
+    pred = torch.tensor([[[0.0], [1.0]]])
+    target = torch.tensor([[[0.0], [1.0]]])
+    groups_pred = torch.tensor([[0, 1]])
+    groups_target = torch.tensor([[1, 0]])  # the close pairs are in different groups
+    assert hungarian_match(pred, target, pred_groups=groups_pred, target_groups=groups_target)[0].tolist() == [1, 0]
+    assert hungarian_loss(pred, target, pred_groups=groups_pred, target_groups=groups_target).item() == pytest.approx(1.0)
+
+
+def test_mask_ignores_padding():
+    pred = torch.tensor([[[0.0], [1.0], [99.0]]])
+    target = torch.tensor([[[1.0], [0.0], [-50.0]]])
+    mask = torch.tensor([[True, True, False]])
+    assert hungarian_loss(pred, target, mask=mask).item() == 0.0
+    index = hungarian_match(pred, target, mask=mask)
+    assert index[0].tolist() == [1, 0, 2]
+
+
+def test_bad_arguments_raise():
+    x = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match="pairwise"):
+        hungarian_loss(x, x, "l3")
+    with pytest.raises(ValueError, match="same shape"):
+        hungarian_loss(x, torch.randn(2, 4, 4))
+    with pytest.raises(ValueError, match=r"\(B, N, D\)"):
+        hungarian_loss(x[0], x[0])
+    with pytest.raises(ValueError, match="non-empty"):
+        hungarian_loss(torch.randn(2, 0, 4), torch.randn(2, 0, 4))
+    with pytest.raises(ValueError, match="mask"):
+        hungarian_loss(x, x, mask=torch.ones(2, 3))
+    with pytest.raises(ValueError, match="together"):
+        hungarian_loss(x, x, pred_groups=torch.zeros(2, 3, dtype=torch.long))

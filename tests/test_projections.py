@@ -1,0 +1,34 @@
+import pytest
+import torch
+
+from idspn import project_simplex
+
+
+def test_projection_lies_on_simplex_and_is_idempotent():
+    x = torch.randn(64, 10) * 3
+    p = project_simplex(x)
+    assert (p >= 0).all()
+    assert torch.allclose(p.sum(-1), torch.ones(64), atol=1e-5)
+    assert torch.allclose(project_simplex(p), p, atol=1e-6)
+
+
+def test_projection_is_the_closest_point():
+    # the projection is no farther from x than any other point of the simplex
+    x = torch.randn(32, 5, dtype=torch.float64)
+    p = project_simplex(x)
+    others = torch.distributions.Dirichlet(torch.ones(5, dtype=torch.float64)).sample((32, 200))  # (32, 200, 5)
+    d_p = (x - p).norm(dim=-1)
+    d_o = (x.unsqueeze(1) - others).norm(dim=-1)
+    assert (d_p.unsqueeze(1) <= d_o + 1e-12).all()
+
+
+def test_projection_gradient_matches_finite_differences():
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(project_simplex, (x,))
+
+
+def test_projection_rejects_bad_input():
+    with pytest.raises(ValueError):
+        project_simplex(torch.tensor(1.0))
+    with pytest.raises(ValueError):
+        project_simplex(torch.ones(3, 4, dtype=torch.long))
