@@ -205,8 +205,10 @@ def attach_cg_implicit_grad(
         a_u = -vjp  # A symmetric: the VJP is the matrix-vector product
         return a_u if gamma is None else a_u / gamma + u
 
-    step.register_hook(lambda v: _conjugate_gradient(matvec, v, iters, tol))
-    return y_star.detach() + (step - step.detach())
+    # The hook sits on a copy: the Hessian products start from `step` itself and must not re-enter it.
+    solved = step.clone()
+    solved.register_hook(lambda v: _conjugate_gradient(matvec, v, iters, tol))
+    return y_star.detach() + (solved - solved.detach())
 
 
 # --- the decoder ---------------------------------------------------------------------------------

@@ -1,0 +1,105 @@
+import pytest
+import torch
+
+from idspn import FSEncoder, FSPool, MaxPool, MeanPool, ModuleSetEncoder, SumPool
+
+POOLINGS = ["fspool", "sum", "mean", "max"]
+
+
+@pytest.mark.parametrize("set_size", [None, 8])
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_encoder_is_permutation_invariant(pooling, set_size):
+    enc = FSEncoder(set_dim=3, hidden_dim=16, latent_dim=5, set_size=set_size, pooling=pooling).double()
+    x = torch.randn(4, 8, 3, dtype=torch.float64)
+    perm = torch.randperm(8)
+    assert torch.allclose(enc(x), enc(x[:, perm]), atol=1e-12)
+
+
+@pytest.mark.parametrize("set_size", [None, 10])
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_padding_under_a_mask_does_not_change_the_result(pooling, set_size):
+    enc = FSEncoder(set_dim=3, hidden_dim=16, latent_dim=5, set_size=set_size, pooling=pooling).double()
+    sizes = [1, 4, 7]
+    sets = [torch.randn(n, 3, dtype=torch.float64) for n in sizes]
+    padded = torch.randn(3, 10, 3, dtype=torch.float64) * 100  # garbage padding
+    mask = torch.zeros(3, 10, dtype=torch.bool)
+    for b, s in enumerate(sets):
+        padded[b, : len(s)] = s
+        mask[b, : len(s)] = True
+    batched = enc(padded, mask)
+    for b, s in enumerate(sets):
+        assert torch.allclose(batched[b], enc(s.unsqueeze(0))[0], atol=1e-10)
+
+
+def test_fspool_weights_interpolate_between_pieces():
+    pool = FSPool(channels=1, n_pieces=2).double()
+    with torch.no_grad():
+        pool.weight.copy_(torch.tensor([[1.0], [3.0], [5.0]]))
+    # 5 elements: relative positions 0, .25, .5, .75, 1 -> weights 1, 2, 3, 4, 5
+    w = pool.position_weights(5)
+    assert torch.allclose(w.view(-1), torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0], dtype=torch.float64))
+    h = torch.tensor([[[1.0], [5.0], [3.0], [2.0], [4.0]]], dtype=torch.float64)
+    assert pool(h).item() == pytest.approx(5 * 1 + 4 * 2 + 3 * 3 + 2 * 4 + 1 * 5)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_fused_vjp_matches_autograd(pooling):
+    enc = FSEncoder(set_dim=4, hidden_dim=12, latent_dim=6, pooling=pooling).double()
+    x = torch.randn(3, 7, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(3, 6, dtype=torch.float64)
+    out, vjp = enc.value_and_vjp(x)
+    assert torch.allclose(out, enc(x))
+    fused = vjp(v)
+    (reference,) = torch.autograd.grad(enc(x), x, v, create_graph=True)
+    assert torch.allclose(fused, reference, atol=1e-12)
+    # the product is differentiable in the parameters and in x the same way as autograd's
+    u = torch.randn_like(fused)
+    params = [p for p in enc.parameters()] + [x]
+    g_fused = torch.autograd.grad((fused * u).sum(), params, allow_unused=True)
+    g_ref = torch.autograd.grad((reference * u).sum(), params, allow_unused=True)
+    for p, a, b in zip(params, g_fused, g_ref):
+        a = torch.zeros_like(p) if a is None else a
+        b = torch.zeros_like(p) if b is None else b
+        assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_generic_module_encoder_vjp_uses_autograd():
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5)).double()
+    enc = ModuleSetEncoder(module, set_dim=3, latent_dim=5)
+    x = torch.randn(2, 4, 3, dtype=torch.float64)
+    v = torch.randn(2, 5, dtype=torch.float64)
+    _, vjp = enc.value_and_vjp(x)
+    expected = (v @ module[1].weight).view(2, 4, 3)
+    assert torch.allclose(vjp(v), expected)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="pooling"):
+        FSEncoder(3, 8, 4, pooling="median")
+    for kwargs, name in [
+        (dict(set_dim=0, hidden_dim=8, latent_dim=4), "set_dim"),
+        (dict(set_dim=3, hidden_dim=-1, latent_dim=4), "hidden_dim"),
+        (dict(set_dim=3, hidden_dim=8, latent_dim=2.5), "latent_dim"),
+        (dict(set_dim=3, hidden_dim=8, latent_dim=4, n_pieces=0), "n_pieces"),
+        (dict(set_dim=3, hidden_dim=8, latent_dim=4, set_size=0), "set_size"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            FSEncoder(**kwargs)
+    enc = FSEncoder(3, 8, 4, set_size=5)
+    with pytest.raises(ValueError, match="set_dim=3"):
+        enc(torch.randn(2, 5, 2))
+    with pytest.raises(ValueError, match=r"\(B, N, D\)"):
+        enc(torch.randn(5, 3))
+    with pytest.raises(ValueError, match="at least one"):
+        enc(torch.randn(2, 0, 3))
+    with pytest.raises(ValueError, match="set_size=5"):
+        enc(torch.randn(2, 6, 3))
+    with pytest.raises(ValueError, match="mask"):
+        enc(torch.randn(2, 5, 3), torch.ones(2, 5))
+    with pytest.raises(ValueError, match="at least one element"):
+        enc(torch.randn(2, 5, 3), torch.zeros(2, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="channels"):
+        FSPool(0)
+    assert isinstance(FSEncoder(3, 8, 4, pooling="sum").pool, SumPool)
+    assert isinstance(FSEncoder(3, 8, 4, pooling="mean").pool, MeanPool)
+    assert isinstance(FSEncoder(3, 8, 4, pooling="max").pool, MaxPool)
