@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .sorting import argsort_descending
+from .sorting import rank_descending
 
 __all__ = [
     "SetEncoder",
@@ -118,7 +118,7 @@ class ModuleSetEncoder(SetEncoder):
 
 
 def _rank_scatter(h: Tensor, mask: Tensor | None, position_weights: Tensor) -> Tensor:
-    """Give each element the weight of its rank: ``out[b, perm[b, r, l], l] = pw[b, r, l]``.
+    """Give each element the weight of its rank: ``out[b, n, l] = pw[b, rank[b, n, l], l]``.
 
     Args:
         h: ``(B, N, L)`` element features; padded elements (``mask`` False) are ranked last.
@@ -129,9 +129,8 @@ def _rank_scatter(h: Tensor, mask: Tensor | None, position_weights: Tensor) -> T
         ``(B, N, L)`` per-element weights.
     """
     key = h if mask is None else h.masked_fill(~mask.unsqueeze(-1), float("-inf"))
-    perm = argsort_descending(key, dim=1)  # (B, N, L), no grad (Eq. 11)
-    weights = position_weights.expand(h.shape)
-    return torch.zeros(h.shape, dtype=weights.dtype, device=h.device).scatter(1, perm, weights)
+    rank = rank_descending(key, dim=1)  # (B, N, L), no grad (Eq. 11)
+    return position_weights.expand(h.shape).gather(1, rank)
 
 
 class FSPool(nn.Module):

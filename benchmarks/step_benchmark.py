@@ -1,0 +1,267 @@
+"""Time and memory of one training step of iDSPN's three backward modes, side by side.
+
+One training step = decoder forward + Hungarian loss + backward + Adam step, on the two models the
+issue names (batch 128):
+
+* autoencoding: n = d = 8, input set encoder and inner encoder Linear(d->512)-ReLU-Linear(512->512)-
+  FSPool, learned initial set with regulariser 0.1, Huber Hungarian loss (Appendix F.2);
+* numbering: n = 64, 4 fixed class dims + 64 ID dims, hidden/latent 256, simplex projection after
+  every step, MSE Hungarian loss restricted within classes (Appendix F.1).
+
+``approx`` and ``cg`` use Nesterov momentum 0.9 (iDSPN), ``unroll`` momentum 0 (DSPN), as in the
+paper; numbering clips iDSPN's inner gradient at norm 40. ``cg`` cannot be combined with a projection
+and is skipped for numbering. Times are medians over repeated steps, all in this one process.
+Peak memory is the growth of the resident set during one step, measured in a fresh subprocess per
+configuration (CUDA: ``torch.cuda.max_memory_allocated``). Finally the inner loop's FLOP rate is
+compared with plain matrix products of the same shapes.
+
+Usage: ``python benchmarks/step_benchmark.py [--quick] [--out docs/benchmarks.md] [--device cpu]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from idspn import IDSPN, FSEncoder, hungarian_loss
+
+BATCH = 128
+# The original code measured on this machine (torch 2.13, CPU, 2 threads, batch 128): s / step.
+ORIGINAL_S_PER_STEP = {
+    ("autoencoding", "approx", 10): 0.19,
+    ("autoencoding", "approx", 20): 0.35,
+    ("autoencoding", "approx", 40): 0.66,
+    ("autoencoding", "unroll", 10): 0.43,
+    ("autoencoding", "unroll", 20): 0.80,
+    ("autoencoding", "unroll", 40): 1.73,
+    ("numbering", "approx", 20): 1.78,
+    ("numbering", "unroll", 20): 3.16,
+}
+
+
+@dataclass
+class Setup:
+    """One model, one batch and a closure running one full training step."""
+
+    step: Callable[[], None]
+    decoder: IDSPN
+    inner_shapes: list[tuple[int, int, int]]  # (rows, in, out) of each inner-step matmul
+
+
+def autoencoding(backward: str, iters: int, device: torch.device) -> Setup:
+    n, d, width = 8, 8, 512
+    torch.manual_seed(0)
+    set_encoder = FSEncoder(d, width, width, set_size=n).to(device)
+    inner = FSEncoder(d, width, width, set_size=n)
+    momentum = 0.0 if backward == "unroll" else 0.9
+    decoder = IDSPN(inner, n, d, iters=iters, momentum=momentum, init="learned", reg=0.1, backward=backward).to(device)
+    params = list(set_encoder.parameters()) + list(decoder.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    x = torch.randn(BATCH, n, d, device=device)
+
+    def step() -> None:
+        loss = hungarian_loss(decoder(set_encoder(x)), x, "huber")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    rows = BATCH * n
+    return Setup(step, decoder, [(rows, d, width), (rows, width, width), (rows, width, width), (rows, width, d)])
+
+
+def numbering(backward: str, iters: int, device: torch.device) -> Setup:
+    n, classes, hidden = 64, 4, 256
+    torch.manual_seed(0)
+    inner = FSEncoder(classes + n, hidden, hidden, set_size=n)
+    idspn = backward != "unroll"
+    decoder = IDSPN(
+        inner, n, n, iters=iters, momentum=0.9 if idspn else 0.0, grad_clip=40.0 if idspn else None,
+        projection="simplex", fixed_dim=classes, backward=backward,
+    ).to(device)
+    input_encoder = FSEncoder(classes, hidden, hidden, set_size=n).to(device)
+    opt = torch.optim.Adam(list(decoder.parameters()) + list(input_encoder.parameters()), lr=1e-3)
+    labels = torch.randint(0, classes, (BATCH, n), device=device)
+    x = F.one_hot(labels, classes).float()  # (B, N, C)
+    order = torch.argsort(labels, dim=1, stable=True)
+    sorted_labels = labels.gather(1, order)
+    first = torch.searchsorted(sorted_labels, sorted_labels, side="left")
+    ids = torch.empty_like(labels).scatter_(1, order, torch.arange(n, device=device).expand(BATCH, n) - first)
+    target = F.one_hot(ids, n).float()  # (B, N, N) per-class incremental IDs
+
+    def step() -> None:
+        pred = decoder(input_encoder(x), fixed=x)
+        loss = hungarian_loss(pred, target, "mse", pred_groups=labels, target_groups=labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    rows = BATCH * n
+    dims = classes + n
+    return Setup(step, decoder, [(rows, dims, hidden), (rows, hidden, hidden), (rows, hidden, hidden), (rows, hidden, dims)])
+
+
+TASKS = {"autoencoding": autoencoding, "numbering": numbering}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_step(setup: Setup, device: torch.device, repeats: int) -> float:
+    setup.step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        setup.step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_memory_child(task: str, backward: str, iters: int, device_name: str, queue: mp.Queue) -> None:
+    torch.set_num_threads(1)
+    device = torch.device(device_name)
+    setup = TASKS[task](backward, iters, device)
+    if device.type == "cuda":
+        setup.step()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        setup.step()
+        queue.put(torch.cuda.max_memory_allocated() - base)
+        return
+    before = _rss_bytes()
+    setup.step()
+    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+
+
+def peak_memory(task: str, backward: str, iters: int, device: torch.device) -> float:
+    """Peak memory growth of one training step in MiB, from a fresh process."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_peak_memory_child, args=(task, backward, iters, str(device), queue))
+    proc.start()
+    value = queue.get()
+    proc.join()
+    return value / 2**20
+
+
+def flop_rate_ratio(setup: Setup, device: torch.device, repeats: int) -> tuple[float, float, float]:
+    """(inner-step ms, matmul-only ms, ratio) for one no-grad inner step vs its matrix products."""
+    decoder = setup.decoder
+    n, d = decoder.set_size, decoder.set_dim
+    z = torch.randn(BATCH, decoder.encoder.latent_dim, device=device)
+    y0 = torch.randn(BATCH, n, d, device=device) * 0.3
+    fixed = None
+    if decoder.fixed_dim:
+        fixed = F.one_hot(torch.randint(0, decoder.fixed_dim, (BATCH, n), device=device), decoder.fixed_dim).float()
+    problem = decoder.problem(z, y0, fixed)
+    iters = 10
+    with torch.no_grad():
+        decoder.optimizer.run(problem, y0, 2)
+        inner = []
+        for _ in range(repeats):
+            _sync(device)
+            start = time.perf_counter()
+            decoder.optimizer.run(problem, y0, iters)
+            _sync(device)
+            inner.append((time.perf_counter() - start) / iters)
+        mats = [(torch.randn(r, i, device=device), torch.randn(i, o, device=device)) for r, i, o in setup.inner_shapes]
+        for a, b in mats:
+            a @ b
+        plain = []
+        for _ in range(repeats):
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(iters):
+                for a, b in mats:
+                    a @ b
+            _sync(device)
+            plain.append((time.perf_counter() - start) / iters)
+    t_inner, t_plain = statistics.median(inner), statistics.median(plain)
+    return t_inner * 1e3, t_plain * 1e3, t_plain / t_inner
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--iters", type=int, nargs="+", default=[10, 20, 40, 80])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="iters 10 and 20, 2 repeats, no memory")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--out", default=None, help="write the markdown table here")
+    parser.add_argument("--json", default=None, help="write raw numbers here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.iters, args.repeats, args.no_memory = [10, 20], 2, True
+    device = torch.device(args.device)
+    rows, raw = [], []
+    for task in TASKS:
+        for iters in args.iters:
+            for backward in ("approx", "cg", "unroll"):
+                if task == "numbering" and backward == "cg":
+                    continue
+                setup = TASKS[task](backward, iters, device)
+                seconds = time_step(setup, device, args.repeats)
+                mem = None if args.no_memory else peak_memory(task, backward, iters, device)
+                original = ORIGINAL_S_PER_STEP.get((task, backward, iters))
+                raw.append(dict(task=task, backward=backward, iters=iters, s_per_step=seconds, peak_mib=mem, original=original))
+                speedup = "" if original is None else f"{original / seconds:.2f}x"
+                mem_text = "-" if mem is None else f"{mem:.0f}"
+                rows.append(f"| {task} | {backward} | {iters} | {seconds:.3f} | {mem_text} | {original or '-'} | {speedup} |")
+                print(rows[-1], flush=True)
+    lines = [
+        f"Command: `python benchmarks/step_benchmark.py{' --quick' if args.quick else ''}` "
+        f"(device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}, batch {BATCH})",
+        "",
+        "| task | backward | iters | s / step | peak MiB | original s / step | speed-up |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+    ]
+    ratios = []
+    for task in TASKS:
+        by = {(r["backward"], r["iters"]): r for r in raw if r["task"] == task}
+        if ("approx", 20) in by and ("unroll", 20) in by:
+            ratios.append(f"- {task}: approx / unroll step time at iters=20: "
+                          f"{by['approx', 20]['s_per_step'] / by['unroll', 20]['s_per_step']:.2f}")
+        lo, hi = min(args.iters), max(args.iters)
+        if not args.no_memory and ("approx", lo) in by and ("approx", hi) in by:
+            ratios.append(f"- {task}: approx peak memory at iters={hi} / iters={lo}: "
+                          f"{by['approx', hi]['peak_mib'] / max(by['approx', lo]['peak_mib'], 1e-9):.2f}; "
+                          f"unroll: {by['unroll', hi]['peak_mib'] / max(by['unroll', lo]['peak_mib'], 1e-9):.2f}")
+        inner_ms, plain_ms, ratio = flop_rate_ratio(TASKS[task]("approx", 20, device), device, args.repeats)
+        ratios.append(f"- {task}: one inner step {inner_ms:.1f} ms vs its matrix products alone {plain_ms:.1f} ms: "
+                      f"FLOP rate {100 * ratio:.0f}% of plain matmul")
+    lines += ratios + [""]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(args.out + ".tmp", args.out)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(raw, f, indent=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
