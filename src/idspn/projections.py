@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .sorting import argsort_descending
-
 __all__ = ["project_simplex"]
+
+
+def _simplex_threshold(x: Tensor) -> Tensor:
+    """``(..., 1)`` threshold theta with ``sum(max(x - theta, 0)) = 1`` (Duchi et al., 2008)."""
+    k = x.shape[-1]
+    if x.device.type == "cpu":  # NumPy's SIMD sort of short rows beats torch.sort several times
+        desc = np.sort(x.contiguous().numpy(), axis=-1)[..., ::-1]
+        cumsum = np.cumsum(desc, axis=-1) - 1
+        ranks = np.arange(1, k + 1, dtype=desc.dtype)
+        size = (desc - cumsum / ranks > 0).sum(-1, keepdims=True)  # support size, at least 1
+        theta = np.take_along_axis(cumsum, size - 1, axis=-1) / size
+        return torch.from_numpy(np.ascontiguousarray(theta, dtype=desc.dtype))
+    desc = torch.sort(x, dim=-1, descending=True).values
+    cumsum = desc.cumsum(-1) - 1
+    ranks = torch.arange(1, k + 1, device=x.device, dtype=x.dtype)
+    size = (desc - cumsum / ranks > 0).sum(-1, keepdim=True)
+    return cumsum.gather(-1, size - 1) / size
 
 
 def project_simplex(x: Tensor) -> Tensor:
     """Euclidean projection of every vector along the last dim onto the probability simplex.
 
-    The threshold ``theta`` with ``sum(max(x - theta, 0)) = 1`` is found by sorting (Duchi et al.,
-    2008) without gradient, then recomputed from the support ``x > theta`` with differentiable ops,
-    so the result is differentiable almost everywhere (used by unrolled DSPN and by Eq. 10).
+    The threshold ``theta`` is found by sorting without gradient. When ``x`` requires grad it is
+    recomputed from the support ``x > theta`` with differentiable ops (the same value), so the
+    result is differentiable almost everywhere (unrolled DSPN, Eq. 10).
 
     Args:
         x: ``(..., K)`` floating tensor.
@@ -26,12 +42,10 @@ def project_simplex(x: Tensor) -> Tensor:
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() == 0 or x.shape[-1] == 0:
         raise ValueError("x must be a floating tensor with a non-empty last dim")
     with torch.no_grad():
-        desc = x.gather(-1, argsort_descending(x, dim=-1))  # (..., K)
-        cumsum = desc.cumsum(-1) - 1
-        ranks = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=x.dtype)
-        support_size = (desc - cumsum / ranks > 0).sum(-1, keepdim=True)  # (..., 1), at least 1
-        theta = cumsum.gather(-1, support_size - 1) / support_size
-        support = x > theta
+        theta = _simplex_threshold(x.detach())  # (..., 1)
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return (x - theta).clamp_(min=0)
+    support = x.detach() > theta
     count = support.sum(-1, keepdim=True).clamp(min=1).to(x.dtype)
     theta = ((x * support).sum(-1, keepdim=True) - 1) / count  # same value, differentiable
     return (x - theta).clamp(min=0)
