@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .sorting import rank_descending
+from .sorting import argsort_descending
 
 __all__ = [
     "SetEncoder",
@@ -118,7 +118,7 @@ class ModuleSetEncoder(SetEncoder):
 
 
 def _rank_scatter(h: Tensor, mask: Tensor | None, position_weights: Tensor) -> Tensor:
-    """Give each element the weight of its rank: ``out[b, n, l] = pw[b, rank[b, n, l], l]``.
+    """Give each element the weight of its rank: ``out[b, perm[b, r, l], l] = pw[b, r, l]``.
 
     Args:
         h: ``(B, N, L)`` element features; padded elements (``mask`` False) are ranked last.
@@ -126,11 +126,14 @@ def _rank_scatter(h: Tensor, mask: Tensor | None, position_weights: Tensor) -> T
         position_weights: ``(B or 1, N, L)`` weight of the r-th largest element of each feature.
 
     Returns:
-        ``(B, N, L)`` per-element weights.
+        ``(B, N, L)`` per-element weights, differentiable in ``position_weights``.
     """
     key = h if mask is None else h.masked_fill(~mask.unsqueeze(-1), float("-inf"))
-    rank = rank_descending(key, dim=1)  # (B, N, L), no grad (Eq. 11)
-    return position_weights.expand(h.shape).gather(1, rank)
+    batch, n, channels = h.shape
+    perm = argsort_descending(key.transpose(1, 2), dim=-1)  # (B, L, N), no grad (Eq. 11)
+    source = position_weights.transpose(1, 2).expand(batch, channels, n)  # (B, L, N)
+    weights = torch.empty(batch, channels, n, dtype=source.dtype, device=h.device).scatter_(-1, perm, source)
+    return weights.transpose(1, 2).contiguous()  # (B, N, L)
 
 
 class FSPool(nn.Module):
