@@ -1,0 +1,1 @@
+"""CLEVR object set prediction: the data set, an offline generator and their constants."""

@@ -1,0 +1,285 @@
+"""Evaluation metrics for predicted sets of objects.
+
+The CLEVR object-detection average precision follows Slot Attention's ``average_precision_clevr``
+(Locatello et al., 2020), the metric behind every published CLEVR number that iDSPN compares
+against:
+
+1. the predicted objects of every image in the evaluation set are pooled and ranked by their
+   presence confidence, descending (empty slots are ranked too, there is no cut-off);
+2. each prediction is decoded (coordinates, argmax of every attribute group) and compared with the
+   present ground-truth objects of its image that have all discrete attributes equal; the nearest
+   of those by Euclidean distance of the 3d coordinates in the original units is its candidate;
+3. the prediction is a true positive when a candidate exists, its distance is strictly below the
+   threshold (or the threshold is infinite) and the candidate has not been claimed by a
+   higher-ranked prediction; otherwise it is a false positive (duplicates included);
+4. AP is the area under the precision-recall curve with all-point interpolation (PASCAL VOC), the
+   recall being divided by the number of present ground-truth objects in the whole set.
+
+Two departures from the original iDSPN ``ap.py`` (which are bugs there, not choices): it returned
+inside its per-sample loop, scoring only the first image of each batch, and it ranked each image on
+its own instead of the whole evaluation set. ``ClevrAPAccumulator`` pools every batch it sees.
+
+Ties in confidence are broken by the order of arrival (image, then slot), so streaming batches
+through the accumulator gives exactly the one-shot result.
+"""
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "CLEVR_AP_THRESHOLDS",
+    "CLEVR_LAYOUT",
+    "ClevrAPAccumulator",
+    "ObjectLayout",
+    "average_precision",
+    "clevr_average_precision",
+]
+
+
+@dataclass(frozen=True)
+class ObjectLayout:
+    """Where each part of an object vector lives, so a metric can decode it.
+
+    Attributes:
+        coords: Slice of the continuous coordinates.
+        attributes: One slice per discrete attribute group; each group is a one-hot (targets) or
+            a vector of scores (predictions) decoded by argmax.
+        presence: Index of the presence flag (targets, 1 = real object) or the presence
+            confidence (predictions, used for ranking).
+        coord_scale: Factor that maps stored coordinates back to the original units in which the
+            distance thresholds are given.
+    """
+
+    coords: slice  # continuous position, stored as coordinates / coord_scale
+    attributes: tuple[slice, ...]  # one-hot groups, decoded by argmax
+    presence: int  # index of the presence flag / confidence
+    coord_scale: float  # stored coordinates * coord_scale = original units
+
+    def __post_init__(self) -> None:
+        parts = [self.coords, *self.attributes, slice(self.presence, self.presence + 1)]
+        for part in parts:
+            if part.start is None or part.stop is None or part.stop <= part.start or part.step:
+                raise ValueError(f"layout slices must have a start < stop and no step; got {part}")
+        covered = sorted(i for part in parts for i in range(part.start, part.stop))
+        if covered != list(range(len(covered))):
+            raise ValueError(
+                "layout parts must cover 0..dim-1 exactly once without gaps or overlaps; "
+                f"got coords={self.coords}, attributes={self.attributes}, presence={self.presence}"
+            )
+        if not self.coord_scale > 0:
+            raise ValueError(f"coord_scale must be positive; got {self.coord_scale}")
+
+    @property
+    def dim(self) -> int:
+        """Length of one object vector (the set dimension D)."""
+        return 1 + max(self.presence, self.coords.stop - 1, *(a.stop - 1 for a in self.attributes))
+
+
+# DSPN's CLEVR layout: 3d coordinates / 3, material (2), colour (8), shape (3), size (2), presence.
+CLEVR_LAYOUT = ObjectLayout(
+    coords=slice(0, 3),
+    attributes=(slice(3, 5), slice(5, 13), slice(13, 16), slice(16, 18)),
+    presence=18,
+    coord_scale=3.0,
+)
+
+# Distance thresholds of the iDSPN paper's Table 3, in the original CLEVR units.
+CLEVR_AP_THRESHOLDS: tuple[float, ...] = (math.inf, 1.0, 0.5, 0.25, 0.125, 0.0625)
+
+
+def average_precision(true_positive: np.ndarray, num_positives: int) -> float:
+    """All-point interpolated average precision of a ranked list (PASCAL VOC).
+
+    Args:
+        true_positive: Boolean flags of the ranked detections, best first, ``# (R,)``; every
+            detection that is not a true positive is a false positive.
+        num_positives: Number of ground-truth objects the recall is divided by.
+
+    Returns:
+        The area under the precision-recall curve after making precision non-increasing from the
+        right; NaN when ``num_positives`` is 0.
+    """
+    if num_positives < 0:
+        raise ValueError(f"num_positives must be >= 0; got {num_positives}")
+    if num_positives == 0:
+        return math.nan
+    tp = np.cumsum(np.asarray(true_positive, dtype=np.float64))  # (R,)
+    ranks = np.arange(1, tp.shape[0] + 1, dtype=np.float64)  # (R,)
+    recall = np.concatenate([[0.0], tp / num_positives, [1.0]])  # (R + 2,)
+    precision = np.concatenate([[0.0], tp / ranks, [0.0]])  # (R + 2,)
+    # Envelope: at each recall level, the best precision reachable at that recall or beyond.
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    # Points where recall does not change contribute zero width, so summing everywhere is the same
+    # as summing over the change points.
+    return float(np.sum((recall[1:] - recall[:-1]) * precision[1:]))
+
+
+def _check_sets(pred: Tensor, target: Tensor, layout: ObjectLayout) -> None:
+    if pred.dim() != 3 or pred.shape[-1] != layout.dim:
+        raise ValueError(f"pred must have shape (B, N, {layout.dim}); got {tuple(pred.shape)}")
+    if target.dim() != 3 or target.shape[-1] != layout.dim:
+        raise ValueError(f"target must have shape (B, M, {layout.dim}); got {tuple(target.shape)}")
+    if pred.shape[0] != target.shape[0]:
+        raise ValueError(
+            f"pred and target must hold the same number of images; got {pred.shape[0]} and "
+            f"{target.shape[0]}"
+        )
+
+
+def _decode_attributes(x: Tensor, layout: ObjectLayout) -> Tensor:
+    """Argmax of every attribute group: ``(B, N, D) -> (B, N, G)``."""
+    return torch.stack([x[..., a].argmax(dim=-1) for a in layout.attributes], dim=-1)
+
+
+@torch.no_grad()
+def _true_positives(
+    pred: Tensor, target: Tensor, thresholds: Sequence[float], layout: ObjectLayout
+) -> Tensor:
+    """True-positive flags of every prediction, with greedy claiming inside each image.
+
+    Claiming only interacts between predictions of the same image, and the global ranking orders the
+    predictions of one image exactly as ranking that image alone does (ties by slot index), so the
+    per-image greedy pass here equals the pass over the pooled evaluation set.
+
+    Args:
+        pred: Predicted sets ``# (B, N, D)``.
+        target: Ground-truth sets ``# (B, M, D)``.
+        thresholds: Distance thresholds in original units (``math.inf`` ignores distance).
+        layout: Layout of the object vectors.
+
+    Returns:
+        Boolean flags ``# (T, B, N)`` in the original slot order.
+    """
+    pred = pred.detach().cpu().to(torch.float64)
+    target = target.detach().cpu().to(torch.float64)
+    b, n, _ = pred.shape
+    m = target.shape[1]
+    order = torch.sort(pred[..., layout.presence], dim=1, descending=True, stable=True).indices
+    pred = torch.gather(pred, 1, order[..., None].expand_as(pred))  # (B, N, D) ranked per image
+
+    same_attributes = (
+        _decode_attributes(pred, layout)[:, :, None, :]
+        == _decode_attributes(target, layout)[:, None, :, :]
+    ).all(dim=-1)  # (B, N, M)
+    present = target[..., layout.presence] != 0  # (B, M)
+    candidate = same_attributes & present[:, None, :]  # (B, N, M)
+    offset = (
+        pred[:, :, None, layout.coords] - target[:, None, :, layout.coords]
+    ) * layout.coord_scale  # (B, N, M, C)
+    distance = offset.square().sum(dim=-1).sqrt()  # (B, N, M), exact (no matmul expansion)
+    distance = distance.masked_fill(~candidate, math.inf)
+    if m == 0:
+        best_distance = torch.full((b, n), math.inf, dtype=torch.float64)
+        best = torch.zeros((b, n), dtype=torch.long)
+    else:
+        best_distance, best = distance.min(dim=-1)  # (B, N), first index on ties
+    has_candidate = candidate.any(dim=-1)  # (B, N)
+
+    flags = torch.zeros((len(thresholds), b, n), dtype=torch.bool)
+    inverse = torch.argsort(order, dim=1)  # (B, N): ranked position of every original slot
+    for i, threshold in enumerate(thresholds):
+        hit = has_candidate
+        if not math.isinf(threshold):
+            hit = hit & (best_distance < threshold)  # strictly below
+        if m == 0:
+            continue
+        claims = torch.nn.functional.one_hot(best, m).bool() & hit[..., None]  # (B, N, M)
+        # A hit is a true positive when no higher-ranked hit of its image claimed the same object.
+        first_claim = claims.long().cumsum(dim=1) == 1  # (B, N, M)
+        tp_ranked = (claims & first_claim).any(dim=-1)  # (B, N)
+        flags[i] = torch.gather(tp_ranked, 1, inverse)
+    return flags
+
+
+class ClevrAPAccumulator:
+    """Streams batches of predictions and computes the dataset-level CLEVR AP.
+
+    Example::
+
+        acc = ClevrAPAccumulator()
+        for images, target in loader:
+            acc.update(model(images), target)
+        ap = acc.compute()  # {inf: ..., 1.0: ..., ..., 0.0625: ...}
+
+    Args:
+        thresholds: Distance thresholds in original units; ``math.inf`` ignores distance.
+        layout: Layout of the object vectors.
+    """
+
+    def __init__(
+        self,
+        thresholds: Sequence[float] = CLEVR_AP_THRESHOLDS,
+        layout: ObjectLayout = CLEVR_LAYOUT,
+    ) -> None:
+        thresholds = tuple(float(t) for t in thresholds)
+        if not thresholds or any(not t > 0 for t in thresholds):
+            raise ValueError(
+                f"thresholds must be a non-empty sequence of positive numbers; got {thresholds}"
+            )
+        self.thresholds = thresholds
+        self.layout = layout
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every batch seen so far."""
+        self._confidence: list[np.ndarray] = []
+        self._true_positive: list[np.ndarray] = []
+        self._num_targets = 0
+
+    @torch.no_grad()
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """Adds one batch.
+
+        Args:
+            pred: Predicted sets ``# (B, N, D)``; the presence entry is the ranking confidence.
+            target: Ground-truth sets ``# (B, M, D)``; objects with a non-zero presence flag count.
+        """
+        _check_sets(pred, target, self.layout)
+        flags = _true_positives(pred, target, self.thresholds, self.layout)  # (T, B, N)
+        confidence = pred[..., self.layout.presence].detach().double().cpu()  # (B, N)
+        self._confidence.append(confidence.reshape(-1).numpy())
+        self._true_positive.append(flags.reshape(len(self.thresholds), -1).numpy())
+        self._num_targets += int((target[..., self.layout.presence] != 0).sum())
+
+    def compute(self) -> dict[float, float]:
+        """AP at every threshold over all batches seen since the last reset.
+
+        Returns:
+            ``{threshold: AP in [0, 1]}``, NaN where no ground-truth object was present.
+        """
+        if not self._confidence:
+            raise ValueError("compute() needs at least one update() with predictions")
+        confidence = np.concatenate(self._confidence)  # (R,)
+        true_positive = np.concatenate(self._true_positive, axis=1)  # (T, R)
+        ranking = np.argsort(-confidence, kind="stable")  # (R,), ties by arrival order
+        return {
+            t: average_precision(true_positive[i, ranking], self._num_targets)
+            for i, t in enumerate(self.thresholds)
+        }
+
+
+def clevr_average_precision(
+    pred: Tensor,
+    target: Tensor,
+    thresholds: Sequence[float] = CLEVR_AP_THRESHOLDS,
+    layout: ObjectLayout = CLEVR_LAYOUT,
+) -> dict[float, float]:
+    """CLEVR object-detection AP of a whole evaluation set (Slot Attention's semantics).
+
+    Args:
+        pred: Predicted sets ``# (B, N, D)``; the presence entry is the ranking confidence.
+        target: Ground-truth sets ``# (B, M, D)``; objects with a non-zero presence flag count.
+        thresholds: Distance thresholds in original units; ``math.inf`` ignores distance.
+        layout: Layout of the object vectors.
+
+    Returns:
+        ``{threshold: AP in [0, 1]}``, NaN where no ground-truth object was present.
+    """
+    accumulator = ClevrAPAccumulator(thresholds, layout)
+    accumulator.update(pred, target)
+    return accumulator.compute()
