@@ -14,9 +14,10 @@ makes each example's inner gradient independent of the batch size.
 The forward pass is the same for every backward mode; they differ in how gradients reach z, the
 encoder parameters and a learned Y0:
 
-* ``"approx"`` (iDSPN, Eq. 9): backpropagate through one step of the inner update at the solution
-  Y*, i.e. the implicit gradient with the Hessian replaced by the identity. Memory and backward cost
-  do not depend on ``iters``.
+* ``"approx"`` (iDSPN, Eq. 9): backpropagate through one step of the inner update near the solution,
+  i.e. the implicit gradient with the Hessian replaced by the identity. As in the original code the
+  step is the last one taken, from Y_{T-1}; the output is Y_T. Memory and backward cost do not
+  depend on ``iters``.
 * ``"cg"``: implicit differentiation (Appendix D), solving ``(lr*H/gamma + I) u = v`` with a few
   batched conjugate-gradient steps on Hessian-vector products; ``gamma=None`` solves ``lr*H u = v``
   (the exact implicit gradient), ``gamma -> inf`` recovers ``"approx"``.
@@ -122,13 +123,20 @@ class InnerOptimizer:
         norm = grad.flatten(1).norm(dim=1).clamp(min=1e-12)  # (B,)
         return grad * (self.grad_clip / norm).clamp(max=1.0).view(-1, 1, 1)
 
-    def run(self, problem: InnerProblem, y: Tensor, iters: int) -> Tensor:
-        """Minimise from ``y`` for ``iters`` steps; differentiable iff grad mode is on (DSPN)."""
+    def run(self, problem: InnerProblem, y: Tensor, iters: int) -> tuple[Tensor, Tensor]:
+        """Minimise from ``y`` for ``iters`` steps; differentiable iff grad mode is on (DSPN).
+
+        Returns:
+            ``(Y_T, Y_{T-1})``: the last iterate and the one before the last update.
+        """
         differentiable = torch.is_grad_enabled()
         if not differentiable:
             y = y.clone()
         buf = torch.zeros_like(y) if self.momentum else None
-        for _ in range(iters):
+        previous = y
+        for step in range(iters):
+            if step == iters - 1:
+                previous = y if differentiable else y.clone()
             grad = self._clip(problem.grad(y))
             if differentiable:
                 if buf is not None:
@@ -142,7 +150,7 @@ class InnerOptimizer:
                 y.sub_(grad, alpha=self.lr)
             if self.projection is not None:
                 y = self.projection(y)
-        return y
+        return y, previous
 
     def step(self, problem: InnerProblem, y: Tensor) -> Tensor:
         """One plain (projected) step ``proj(Y - lr * grad L(Y))``: the map Eq. 9 differentiates."""
@@ -153,11 +161,15 @@ class InnerOptimizer:
 # --- backward modes ------------------------------------------------------------------------------
 
 
-def attach_approx_implicit_grad(problem: InnerProblem, optimizer: InnerOptimizer, y_star: Tensor) -> Tensor:
-    """Return Y* whose gradient is that of one inner step at Y* (Eq. 9; Eq. 10 with a projection)."""
-    y_star = y_star.detach()
-    y_next = optimizer.step(problem, y_star)  # differentiable in z, theta and Y0, not in Y*
-    return y_star + (y_next - y_next.detach())  # value Y*, gradient of the step
+def attach_approx_implicit_grad(problem: InnerProblem, optimizer: InnerOptimizer, y_star: Tensor, y_prev: Tensor) -> Tensor:
+    """Return Y* whose gradient is that of one inner step (Eq. 9; Eq. 10 with a projection).
+
+    The step is the last one the forward pass took, from the detached iterate ``y_prev`` =
+    Y_{T-1}, as in the original implementation: differentiating a step that starts at Y_T instead
+    (a step never taken) made training diverge on CLEVR in our probes. The value stays Y_T.
+    """
+    y_next = optimizer.step(problem, y_prev.detach())  # differentiable in z, theta and Y0 only
+    return y_star.detach() + (y_next - y_next.detach())  # value Y_T, gradient of the step
 
 
 def _conjugate_gradient(matvec: Callable[[Tensor], Tensor], rhs: Tensor, iters: int, tol: float) -> Tensor:
@@ -186,6 +198,7 @@ def attach_cg_implicit_grad(
     problem: InnerProblem,
     optimizer: InnerOptimizer,
     y_star: Tensor,
+    y_prev: Tensor,
     gamma: float | None,
     iters: int,
     tol: float,
@@ -194,9 +207,10 @@ def attach_cg_implicit_grad(
 
     With ``step(Y) = -lr * grad L(Y)`` and ``A = -d step / dY = lr * H``, the incoming gradient v is
     replaced by the solution u of ``(A / gamma + I) u = v`` (``A u = v`` for ``gamma=None``) and then
-    backpropagated through ``step``, giving ``u^T d step / d(z, theta)``.
+    backpropagated through ``step``, giving ``u^T d step / d(z, theta)``. Like ``"approx"``, H and
+    the step are taken at the last iterate before the final update, ``y_prev``.
     """
-    leaf = y_star.detach().requires_grad_()
+    leaf = y_prev.detach().requires_grad_()
     with torch.enable_grad():
         step = -optimizer.lr * problem.grad(leaf)  # (B, N, D)
 
@@ -398,18 +412,20 @@ class IDSPN(nn.Module):
         problem = self.problem(z, y0, fixed)
         differentiable = torch.is_grad_enabled()
         if self.backward_mode == "unroll" and differentiable:
-            y = self.optimizer.run(problem, y0, iters)
+            y, _ = self.optimizer.run(problem, y0, iters)
         else:
             with torch.no_grad():
-                y_star = self.optimizer.run(problem, y0.detach(), iters)
+                y_star, y_prev = self.optimizer.run(problem, y0.detach(), iters)
             if not torch.isfinite(y_star).all():
                 raise InnerLoopDivergence(self._divergence_message(iters))
             if not differentiable:
                 return y_star
             if self.backward_mode == "approx":
-                y = attach_approx_implicit_grad(problem, self.optimizer, y_star)
+                y = attach_approx_implicit_grad(problem, self.optimizer, y_star, y_prev)
             else:
-                y = attach_cg_implicit_grad(problem, self.optimizer, y_star, self.cg_gamma, self.cg_iters, self.cg_tol)
+                y = attach_cg_implicit_grad(
+                    problem, self.optimizer, y_star, y_prev, self.cg_gamma, self.cg_iters, self.cg_tol
+                )
         if not torch.isfinite(y).all():
             raise InnerLoopDivergence(self._divergence_message(iters))
         return y
