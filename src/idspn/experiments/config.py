@@ -32,6 +32,7 @@ __all__ = [
     "preset_names",
     "read_preset",
     "config_diff",
+    "load_config",
 ]
 
 C = TypeVar("C")
@@ -302,3 +303,18 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("experiment"), str):
         raise ValueError(f"preset {name_or_path!r} must be a JSON object with an 'experiment' name")
     return data
+
+
+def load_config(config_type: type[C], preset: str, overrides: list[str] | tuple[str, ...] = ()) -> C:
+    """Config of type ``config_type`` from a preset (name or JSON path) plus ``key=value`` overrides.
+
+    Raises:
+        ValueError: for an unknown preset, a preset of another experiment, an unknown key or a
+            value of the wrong type.
+    """
+    data = read_preset(preset)
+    cfg = config_from_dict(config_type, data)
+    expected = config_type().experiment  # type: ignore[call-arg, attr-defined]
+    if expected and data["experiment"] != expected:
+        raise ValueError(f"preset {preset!r} configures {data['experiment']!r}, not {expected!r}")
+    return apply_overrides(cfg, overrides)

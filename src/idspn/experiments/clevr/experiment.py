@@ -1,0 +1,198 @@
+"""The CLEVR experiment spec: models, Hungarian Huber loss, the inner-step schedule and pooled AP.
+
+Loss (Appendix F.3): the Hungarian loss (Eq. 44) with the Huber loss as pairwise loss, between the
+predicted set and the target set with its coordinates in the model's ``coord_range``; Slot
+Attention with ``supervise_all_iters`` averages it over the prediction after every iteration.
+
+Schedule (Appendix F.3): iDSPN/DSPN train with ``iters`` inner steps, raised to ``iters_final`` from
+step ``round(iters_switch * train.steps)`` on (20 -> 40 after 50 of 100 epochs), set by the
+``before_step`` hook. Evaluation uses ``eval_iters`` (default: the count of the end of training),
+so ``idspn eval`` of a checkpoint gives the reported numbers, and ``model.eval_iters=10`` the
+evaluation at 10 steps of Tables 9 and 10.
+
+Metric: average precision at the distance thresholds of Table 3 with Slot Attention's semantics
+(:mod:`idspn.metrics`), computed in ``summarize`` over the predictions of the *whole* evaluation
+set (all processes gathered), never per batch. Metric names: ``ap_inf``, ``ap_1``, ``ap_0.5``,
+``ap_0.25``, ``ap_0.125``, ``ap_0.0625`` (fractions in [0, 1]) and ``loss``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from idspn import hungarian_loss
+from idspn.experiments.clevr.config import ClevrConfig
+from idspn.experiments.clevr.coords import from_range, targets_to_range, to_range
+from idspn.experiments.clevr.data import build_data
+from idspn.experiments.clevr.models import ClevrIDSPN
+from idspn.experiments.clevr.scenes import MAX_OBJECTS, SET_DIM
+from idspn.experiments.clevr.slot_attention import SlotAttentionPredictor, SlotMLPPredictor
+from idspn.experiments.spec import Experiment
+from idspn.metrics import CLEVR_AP_THRESHOLDS, clevr_average_precision
+
+__all__ = [
+    "ClevrModelEntry",
+    "CLEVR_MODELS",
+    "AP_METRICS",
+    "ap_metric_name",
+    "build_model",
+    "iters_at",
+    "eval_iters",
+    "predict",
+    "clevr_loss",
+    "clevr_eval_step",
+    "clevr_summarize",
+    "clevr_before_step",
+    "CLEVR",
+]
+
+
+def _build_idspn(cfg: ClevrConfig, backward: str) -> nn.Module:
+    m = cfg.model
+    return ClevrIDSPN(
+        image_size=cfg.data.image_size,
+        set_size=MAX_OBJECTS,
+        set_dim=SET_DIM,
+        latent_dim=m.latent_dim,
+        hidden_dim=m.hidden_dim,
+        pooling=m.pooling,
+        iters=m.iters,
+        lr=m.inner_lr,
+        momentum=m.momentum,
+        grad_clip=m.inner_grad_clip,
+        init_std=m.init_std,
+        backward=backward,
+    )
+
+
+def _build_slot_attention(cfg: ClevrConfig) -> nn.Module:
+    m = cfg.model
+    return SlotAttentionPredictor(
+        cfg.data.image_size, MAX_OBJECTS, SET_DIM, m.coord_range, m.encoder_channels, m.slot_dim, m.slot_iters,
+        m.slot_hidden_dim,
+    )
+
+
+def _build_slot_mlp(cfg: ClevrConfig) -> nn.Module:
+    m = cfg.model
+    return SlotMLPPredictor(cfg.data.image_size, MAX_OBJECTS, SET_DIM, m.coord_range, m.encoder_channels, m.slot_dim,
+                            m.mlp_pool)
+
+
+@dataclass(frozen=True)
+class ClevrModelEntry:
+    """A model of the CLEVR experiment and what the experiment needs to know about it."""
+
+    label: str  # printed name
+    build: Callable[[ClevrConfig], nn.Module]  # cfg -> fresh model
+    inner_loop: bool  # optimises the set in an inner loop (iters schedule, eval_iters apply)
+    iterates: bool  # forward(images, all_iters=True) returns every iteration's prediction
+
+
+CLEVR_MODELS: dict[str, ClevrModelEntry] = {
+    "idspn": ClevrModelEntry("iDSPN", lambda cfg: _build_idspn(cfg, "approx"), inner_loop=True, iterates=False),
+    "dspn": ClevrModelEntry("DSPN", lambda cfg: _build_idspn(cfg, "unroll"), inner_loop=True, iterates=False),
+    "slot_attention": ClevrModelEntry("Slot Attention", _build_slot_attention, inner_loop=False, iterates=True),
+    "slot_mlp": ClevrModelEntry("Slot MLP", _build_slot_mlp, inner_loop=False, iterates=False),
+}
+
+
+def ap_metric_name(threshold: float) -> str:
+    """``ap_inf``, ``ap_1``, ``ap_0.5``, ...: the metric name of a distance threshold."""
+    return "ap_inf" if math.isinf(threshold) else f"ap_{threshold:g}"
+
+
+AP_METRICS: tuple[str, ...] = tuple(ap_metric_name(t) for t in CLEVR_AP_THRESHOLDS)
+
+
+def build_model(cfg: ClevrConfig) -> nn.Module:
+    """The model named by ``cfg.model.name``; ValueError for options it cannot honour."""
+    entry = CLEVR_MODELS[cfg.model.name]
+    if cfg.model.supervise_all_iters and not entry.iterates:
+        raise ValueError(f"model.supervise_all_iters=true needs model.name='slot_attention', got {cfg.model.name!r}")
+    if not 0 <= cfg.model.iters_switch <= 1:
+        raise ValueError(f"model.iters_switch must be in [0, 1], got {cfg.model.iters_switch!r}")
+    return entry.build(cfg)
+
+
+def iters_at(step: int, cfg: ClevrConfig) -> int:
+    """Inner steps used in training step ``step`` (0-based): ``iters``, then ``iters_final`` (Appendix F.3)."""
+    m = cfg.model
+    if m.iters_final is not None and step >= round(m.iters_switch * cfg.train.steps):
+        return m.iters_final
+    return m.iters
+
+
+def eval_iters(cfg: ClevrConfig) -> int:
+    """Inner steps at evaluation: ``eval_iters``, else those of the last training step."""
+    m = cfg.model
+    if m.eval_iters is not None:
+        return m.eval_iters
+    return iters_at(max(cfg.train.steps - 1, 0), cfg)
+
+
+def predict(model: nn.Module, images: Tensor, cfg: ClevrConfig, iters: int | None = None) -> Tensor:
+    """Predicted sets ``(B, N, D)`` in the stored layout (coordinates in [-1, 1]), ready for the metric.
+
+    Args:
+        model: a model built from ``cfg``.
+        images: ``(B, 3, S, S)``.
+        iters: inner steps for iDSPN/DSPN (default ``eval_iters(cfg)``); ignored by the baselines.
+    """
+    if CLEVR_MODELS[cfg.model.name].inner_loop:
+        pred = model(images, iters=eval_iters(cfg) if iters is None else iters)  # (B, N, D)
+    else:
+        pred = model(images)  # (B, N, D)
+    return from_range(pred, cfg.model.coord_range)
+
+
+def clevr_before_step(model: nn.Module, step: int, cfg: ClevrConfig) -> None:
+    """Engine hook: set the inner steps of iDSPN/DSPN for training step ``step``."""
+    if CLEVR_MODELS[cfg.model.name].inner_loop:
+        model.iters = iters_at(step, cfg)
+
+
+def clevr_loss(model: nn.Module, batch: list[Tensor], cfg: ClevrConfig) -> tuple[Tensor, dict[str, float]]:
+    """Hungarian Huber loss (Eq. 44) of a batch ``[images (B, 3, S, S), targets (B, N, D)]``."""
+    images, targets = batch
+    targets = targets_to_range(targets, cfg.model.coord_range)  # (B, N, D)
+    if cfg.model.supervise_all_iters:
+        preds = model(images, all_iters=True)  # (T, B, N, D)
+        per_iter = [hungarian_loss(pred, targets, pairwise="huber") for pred in preds]
+        return torch.stack(per_iter).mean(), {"loss_last_iter": float(per_iter[-1].detach())}
+    return hungarian_loss(model(images), targets, pairwise="huber"), {}
+
+
+def clevr_eval_step(model: nn.Module, batch: list[Tensor], cfg: ClevrConfig) -> dict[str, Tensor]:
+    """Per-image predictions and targets (stored layout) for the pooled AP, and the batch's loss."""
+    images, targets = batch
+    pred = predict(model, images, cfg)  # (B, N, D), coordinates in [-1, 1]
+    in_range = (to_range(pred, cfg.model.coord_range), targets_to_range(targets, cfg.model.coord_range))
+    loss = hungarian_loss(*in_range, pairwise="huber")
+    return {"pred": pred, "target": targets, "loss": loss.expand(pred.shape[0])}
+
+
+def clevr_summarize(outputs: dict[str, Tensor], cfg: ClevrConfig) -> dict[str, float]:
+    """AP at every threshold over the whole evaluation set (Slot Attention's semantics) and the mean loss."""
+    ap = clevr_average_precision(outputs["pred"], outputs["target"], CLEVR_AP_THRESHOLDS)
+    metrics = {ap_metric_name(t): value for t, value in ap.items()}
+    metrics["loss"] = float(outputs["loss"].double().mean())
+    return metrics
+
+
+CLEVR: Experiment[ClevrConfig] = Experiment(
+    name="clevr",
+    config_type=ClevrConfig,
+    build_data=build_data,
+    build_model=build_model,
+    loss=clevr_loss,
+    eval_step=clevr_eval_step,
+    summarize=clevr_summarize,
+    before_step=clevr_before_step,
+    description="CLEVR object property prediction (Section 4.3, Tables 3 and 7)",
+)

@@ -1,0 +1,64 @@
+import argparse
+import json
+
+import pytest
+
+from idspn.experiments import registry
+from idspn.experiments.cli import main
+from idspn.experiments.registry import DataCommand
+
+
+def test_reproduce_smoke_writes_results_and_is_idempotent(tmp_path, capsys):
+    out = tmp_path / "numbering"
+    assert main(["reproduce", "numbering", "--budget", "smoke", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "Table 2" in printed and "| iDSPN (ours) | ✗ | ✓ |" in printed
+    data = json.loads((out / "results.json").read_text())
+    assert data["budget"] == "smoke" and data["seeds"] == [0] and len(data["runs"]) == 21
+    assert {(r["row"], r["column"]) for r in data["runs"]} == {
+        (m, c) for m in ("deepsets", "transformer_no_pe", "transformer_random_pe", "transformer_pe", "bilstm",
+                         "dspn", "idspn") for c in ("1x", "10x", "100x")}
+    run = data["runs"][0]
+    assert set(run["test"]) >= {"accuracy"} and run["wall_time_s"] > 0 and run["budget"] == "smoke"
+    md = (out / "results.md").read_text()
+    assert "96.8 ± 0.6" in md and "not comparable" in md
+    # running again skips every finished run and gives the same table
+    assert main(["reproduce", "numbering", "--budget", "smoke", "--out", str(out), "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 21
+    again = json.loads((out / "results.json").read_text())
+    assert again["table"] == data["table"]
+
+
+def test_train_then_eval_reproduces_the_test_metrics(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "numbering-smoke", "model.name=bilstm", "--out", str(run), "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert main(["eval", str(run / "best.pt"), "--no-progress"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["metrics"] == summary["test"] and evaluated["step"] == summary["best_step"]
+    # an existing run is not silently overwritten
+    assert main(["train", "numbering-smoke", "model.name=bilstm", "--out", str(run), "--no-progress"]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_overrides_are_checked(tmp_path, capsys):
+    assert main(["train", "numbering-smoke", "train.stepz=3", "--out", str(tmp_path)]) == 2
+    assert "unknown config key 'train.stepz'" in capsys.readouterr().err
+    assert main(["train", "numbering-smoke", "--out", str(tmp_path), "train.steps=abc"]) == 2
+    assert "'train.steps': expected int" in capsys.readouterr().err
+
+
+def test_data_commands_plug_in_through_the_registry(monkeypatch, capsys):
+    seen = {}
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--count", type=int, default=1)
+
+    def run(args: argparse.Namespace) -> int:
+        seen["count"] = args.count
+        return 0
+
+    monkeypatch.setitem(registry.DATA_COMMANDS, "fake-data", DataCommand("fake-data", "a test", add_arguments, run))
+    assert main(["data", "fake-data", "--count", "3"]) == 0 and seen == {"count": 3}
+    assert main(["list"]) == 0
+    assert "fake-data" in capsys.readouterr().out
