@@ -11,8 +11,9 @@ issue names (batch 128):
 ``approx`` and ``cg`` use Nesterov momentum 0.9 (iDSPN), ``unroll`` momentum 0 (DSPN), as in the
 paper; numbering clips iDSPN's inner gradient at norm 40. ``cg`` cannot be combined with a projection
 and is skipped for numbering. Times are medians over repeated steps, all in this one process.
-Peak memory is the growth of the resident set during one step, measured in a fresh subprocess per
-configuration (CUDA: ``torch.cuda.max_memory_allocated``). Finally the inner loop's FLOP rate is
+Peak memory is the growth of the resident set during one step after a warm-up step, measured in a
+fresh single-threaded subprocess per configuration with the kernel's peak-RSS counter reset before
+the step (CUDA: ``torch.cuda.max_memory_allocated``). Finally the inner loop's FLOP rate is
 compared with plain matrix products of the same shapes.
 
 Usage: ``python benchmarks/step_benchmark.py [--quick] [--out docs/benchmarks.md] [--device cpu]``
@@ -24,7 +25,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import resource
 import statistics
 import sys
 import time
@@ -131,26 +131,31 @@ def time_step(setup: Setup, device: torch.device, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _peak_memory_child(task: str, backward: str, iters: int, device_name: str, queue: mp.Queue) -> None:
     torch.set_num_threads(1)
     device = torch.device(device_name)
     setup = TASKS[task](backward, iters, device)
+    setup.step()  # warm-up: lazy initialisation and optimiser state are not part of a step
     if device.type == "cuda":
-        setup.step()
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         setup.step()
         queue.put(torch.cuda.max_memory_allocated() - base)
         return
-    before = _rss_bytes()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak resident set size (VmHWM) to the current one
+    before = _status_bytes("VmRSS")
     setup.step()
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+    queue.put(_status_bytes("VmHWM") - before)
 
 
 def peak_memory(task: str, backward: str, iters: int, device: torch.device) -> float:
@@ -158,7 +163,17 @@ def peak_memory(task: str, backward: str, iters: int, device: torch.device) -> f
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_peak_memory_child, args=(task, backward, iters, str(device), queue))
-    proc.start()
+    # glibc would keep freed tensors in its heap, hiding the second step's peak from the RSS: serve
+    # every allocation over 64 KiB by mmap, returned to the system when freed.
+    previous = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    try:
+        proc.start()
+    finally:
+        if previous is None:
+            del os.environ["MALLOC_MMAP_THRESHOLD_"]
+        else:
+            os.environ["MALLOC_MMAP_THRESHOLD_"] = previous
     value = queue.get()
     proc.join()
     return value / 2**20
