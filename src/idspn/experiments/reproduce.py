@@ -62,6 +62,25 @@ class Reproduction:
     cost: Callable[[Any], float] | None = None
 
 
+def select_plan(
+    reproduction: Reproduction, budget: str, seeds: Sequence[int] | None, rows: Sequence[str] | None
+) -> tuple[tuple[int, ...], list[Any]]:
+    """The seeds and planned runs of ``reproduction`` at ``budget``, restricted to ``rows``.
+
+    Raises:
+        ValueError: for an unknown budget or row.
+    """
+    if budget not in BUDGETS:
+        raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
+    plan = reproduction.plan(budget)
+    if rows is not None:
+        unknown = set(rows) - {p.row for p in plan}
+        if unknown:
+            raise ValueError(f"unknown rows {sorted(unknown)}; known: {sorted({p.row for p in plan})}")
+        plan = [p for p in plan if p.row in rows]
+    return tuple(reproduction.seeds[budget] if seeds is None else seeds), plan
+
+
 def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -95,15 +114,7 @@ def run_reproduction(
         ValueError: for an unknown budget or row, or if a finished run in ``out_dir`` has a
             different config than planned (use another ``out_dir``).
     """
-    if budget not in BUDGETS:
-        raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
-    seeds = tuple(reproduction.seeds[budget] if seeds is None else seeds)
-    plan = reproduction.plan(budget)
-    if rows is not None:
-        unknown = set(rows) - {p.row for p in plan}
-        if unknown:
-            raise ValueError(f"unknown rows {sorted(unknown)}; known: {sorted({p.row for p in plan})}")
-        plan = [p for p in plan if p.row in rows]
+    seeds, plan = select_plan(reproduction, budget, seeds, rows)
     out_dir = Path(out_dir)
     experiment = reproduction.experiment
     note = reproduction.notes.get(budget, "")

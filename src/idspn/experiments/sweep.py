@@ -48,7 +48,7 @@ import torch
 from idspn.experiments.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint
 from idspn.experiments.config import config_diff, config_from_dict, config_to_dict, load_config
 from idspn.experiments.engine import RunResult, fit, load_run_result
-from idspn.experiments.reproduce import BUDGETS, Reproduction
+from idspn.experiments.reproduce import Reproduction, select_plan
 from idspn.experiments.results import RunRecord, write_results
 
 __all__ = ["EXECUTORS", "SweepRun", "RunTask", "RunOutcome", "build_manifest", "execute_run", "run_sweep",
@@ -108,15 +108,7 @@ def build_manifest(
     Raises:
         ValueError: for an unknown budget or row, or two runs with the same id.
     """
-    if budget not in BUDGETS:
-        raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
-    seeds = tuple(reproduction.seeds[budget] if seeds is None else seeds)
-    plan = reproduction.plan(budget)
-    if rows is not None:
-        unknown = set(rows) - {p.row for p in plan}
-        if unknown:
-            raise ValueError(f"unknown rows {sorted(unknown)}; known: {sorted({p.row for p in plan})}")
-        plan = [p for p in plan if p.row in rows]
+    seeds, plan = select_plan(reproduction, budget, seeds, rows)
     config_type = reproduction.experiment.config_type
     configs = [load_config(config_type, p.preset, p.overrides) for p in plan]  # the seed changes nothing else
     costs = [float(c.train.steps) if reproduction.cost is None else float(reproduction.cost(c)) for c in configs]
