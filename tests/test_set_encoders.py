@@ -42,15 +42,20 @@ def test_fspool_weights_interpolate_between_pieces():
     assert pool(h).item() == pytest.approx(5 * 1 + 4 * 2 + 3 * 3 + 2 * 4 + 1 * 5)
 
 
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("n", [7, 40])  # short sets: ranks counted, set-major layout; long: sorted
 @pytest.mark.parametrize("pooling", POOLINGS)
-def test_fused_vjp_matches_autograd(pooling):
+def test_fused_vjp_matches_autograd(pooling, n, masked):
     enc = FSEncoder(set_dim=4, hidden_dim=12, latent_dim=6, pooling=pooling).double()
-    x = torch.randn(3, 7, 4, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, n, 4, dtype=torch.float64, requires_grad=True)
+    mask = torch.rand(3, n) < 0.7 if masked else None
+    if masked:
+        mask[:, 0] = True
     v = torch.randn(3, 6, dtype=torch.float64)
-    out, vjp = enc.value_and_vjp(x)
-    assert torch.allclose(out, enc(x))
+    out, vjp = enc.value_and_vjp(x, mask)
+    assert torch.allclose(out, enc(x, mask))
     fused = vjp(v)
-    (reference,) = torch.autograd.grad(enc(x), x, v, create_graph=True)
+    (reference,) = torch.autograd.grad(enc(x, mask), x, v, create_graph=True)
     assert torch.allclose(fused, reference, atol=1e-12)
     # the product is differentiable in the parameters and in x the same way as autograd's
     u = torch.randn_like(fused)

@@ -30,3 +30,40 @@ def test_sorting_does_not_modify_input():
     before = x.clone()
     argsort_descending(x, dim=1)
     assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("n", [31, 32, 64, 100])
+def test_long_rows_with_ties_and_near_ties_sort_exactly(n):
+    # Rows of 32 or more go through 32-bit bucketed keys; values one bucket apart, equal values and
+    # infinities must still come out in the exact stable order.
+    torch.manual_seed(n)
+    x = torch.randn(300, n)
+    x[::3, 1] = x[::3, 0]  # exact ties
+    x[1::3, 2] = x[1::3, 0] * (1 + 2**-20)  # distinct values that share a bucket
+    x[2::3, 5] = x[2::3, 7] * (1 - 2**-21)
+    x[::11, n // 2] = float("inf")
+    x[::13, n // 3] = float("-inf")
+    expected = torch.sort(x, dim=1, descending=True, stable=True).indices
+    assert torch.equal(argsort_descending(x, dim=1), expected)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threaded_sort_equals_single_threaded(threads):
+    before = torch.get_num_threads()
+    x = torch.randn(64, 40, 130)
+    x[:, 3] = x[:, 9]
+    try:
+        torch.set_num_threads(threads)
+        result = argsort_descending(x, dim=1)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(result, torch.sort(x, dim=1, descending=True, stable=True).indices)
+
+
+def test_sort_follows_the_memory_layout_of_its_input():
+    # A (B, N, L) view of (L, B, N) memory is sorted without a copy and answered in that layout.
+    memory = torch.randn(6, 4, 9)  # (L, B, N)
+    x = memory.permute(1, 2, 0)  # (B, N, L)
+    result = argsort_descending(x, dim=1)
+    assert result.permute(2, 0, 1).is_contiguous()
+    assert torch.equal(result, torch.sort(x, dim=1, descending=True, stable=True).indices)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .sorting import argsort_descending
+from .sorting import descending_ranks, set_dim_outermost
 
 __all__ = [
     "SetEncoder",
@@ -117,23 +117,24 @@ class ModuleSetEncoder(SetEncoder):
 # --- pooling weights -----------------------------------------------------------------------------
 
 
-def _rank_scatter(h: Tensor, mask: Tensor | None, position_weights: Tensor) -> Tensor:
-    """Give each element the weight of its rank: ``out[b, perm[b, r, l], l] = pw[b, r, l]``.
+def _rank_weights(h: Tensor, mask: Tensor | None, position_weights: Tensor) -> Tensor:
+    """Give each element the weight of its rank: ``out[b, n, l] = pw[b, rank[b, n, l], l]``.
 
     Args:
-        h: ``(B, N, L)`` element features; padded elements (``mask`` False) are ranked last.
+        h: ``(B, N, L)`` element features, in any memory layout; padded elements (``mask`` False)
+            are ranked last.
         mask: ``(B, N)`` bool or None.
         position_weights: ``(B or 1, N, L)`` weight of the r-th largest element of each feature.
 
     Returns:
-        ``(B, N, L)`` per-element weights, differentiable in ``position_weights``.
+        ``(B, N, L)`` per-element weights in the memory layout of ``h``, differentiable in
+        ``position_weights``.
     """
-    key = h if mask is None else h.masked_fill(~mask.unsqueeze(-1), float("-inf"))
-    batch, n, channels = h.shape
-    perm = argsort_descending(key.transpose(1, 2), dim=-1)  # (B, L, N), no grad (Eq. 11)
-    source = position_weights.transpose(1, 2).expand(batch, channels, n)  # (B, L, N)
-    weights = torch.empty(batch, channels, n, dtype=source.dtype, device=h.device).scatter_(-1, perm, source)
-    return weights.transpose(1, 2).contiguous()  # (B, N, L)
+    key = h if mask is None else torch.where(mask.unsqueeze(-1), h, float("-inf"))
+    ranks = descending_ranks(key, dim=1)  # (B, N, L) like h, no grad (Eq. 11)
+    order = sorted(range(3), key=lambda d: -h.stride(d))  # gather in h's memory order
+    weights = torch.gather(position_weights.expand_as(h).permute(order), order.index(1), ranks.permute(order))
+    return weights.permute([order.index(d) for d in range(3)])
 
 
 class FSPool(nn.Module):
@@ -189,7 +190,7 @@ class FSPool(nn.Module):
 
     def element_weights(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
         """``(B, N, L)`` weight of each element: the position weight of its rank."""
-        return _rank_scatter(h, mask, self.position_weights(h.shape[1], mask))
+        return _rank_weights(h, mask, self.position_weights(h.shape[1], mask))
 
     def forward(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
         """``(B, N, L) -> (B, L)``."""
@@ -288,16 +289,32 @@ class FSEncoder(SetEncoder):
 
         The ReLU pattern and the pooling weights are piecewise constant in ``x``, so the product is
         exact wherever g is differentiable, and differentiable in ``v``, the parameters and ``x``.
+        The element features are laid out in memory as FSPool's ranking likes them (no copies):
+        ``(N, B, L)`` for short sets (pairwise rank counting), ``(L, B, N)`` for long ones (sorting).
         """
-        pre = self.lin1(x)  # (B, N, H)
-        h = self.lin2(F.relu(pre))  # (B, N, L)
+        batch, n, _ = x.shape
+        set_major = set_dim_outermost(n)
+        rows = x.transpose(0, 1) if set_major else x  # (N, B, D) or (B, N, D)
+        act = F.relu(self.lin1(rows), inplace=True).reshape(batch * n, self.hidden_dim)  # (rows, H)
+        if set_major:
+            h = torch.addmm(self.lin2.bias, act, self.lin2.weight.t())  # (N*B, L)
+            h = h.view(n, batch, self.latent_dim).transpose(0, 1)  # (B, N, L), a view
+        else:
+            h = torch.addmm(self.lin2.bias.unsqueeze(1), self.lin2.weight, act.t())  # (L, B*N)
+            h = h.view(self.latent_dim, batch, n).permute(1, 2, 0)  # (B, N, L), a view
         weights = self.pool.element_weights(h, mask)  # (B|1, N, L|1)
         out = (h * weights).sum(1)  # (B, L)
-        active = pre > 0
 
         def vjp(v: Tensor) -> Tensor:
-            grad_h = v.unsqueeze(1) * weights  # (B, N, L)
-            grad_pre = (grad_h @ self.lin2.weight) * active  # (B, N, H)
-            return grad_pre @ self.lin1.weight  # (B, N, D)
+            grad_h = (weights * v.unsqueeze(1)).expand(batch, n, self.latent_dim)  # (B, N, L)
+            if set_major:
+                grad_act = grad_h.transpose(0, 1).reshape(n * batch, -1) @ self.lin2.weight  # (N*B, H)
+            else:
+                grad_act = grad_h.permute(2, 0, 1).reshape(-1, batch * n).t() @ self.lin2.weight  # (B*N, H)
+            grad_pre = torch.ops.aten.threshold_backward(grad_act, act, 0.0)  # ReLU's pattern
+            grad = grad_pre @ self.lin1.weight  # (rows, D)
+            if set_major:
+                return grad.view(n, batch, self.set_dim).transpose(0, 1)  # (B, N, D)
+            return grad.view(batch, n, self.set_dim)
 
         return out, vjp
