@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from idspn.sorting import argsort_descending
+from idspn.sorting import argsort_descending, descending_ranks
 
 
 def _with_ties(shape, dtype):
@@ -67,3 +67,20 @@ def test_sort_follows_the_memory_layout_of_its_input():
     result = argsort_descending(x, dim=1)
     assert result.permute(2, 0, 1).is_contiguous()
     assert torch.equal(result, torch.sort(x, dim=1, descending=True, stable=True).indices)
+
+
+@pytest.mark.parametrize("n", [1, 5, 16, 17, 40])
+@pytest.mark.parametrize("layout", ["contiguous", "set-outermost", "set-innermost"])
+def test_ranks_are_the_inverse_of_the_stable_sort(n, layout):
+    # Counted ranks (n <= 16) and inverted sorts (n > 16), for every memory layout of (B, N, L).
+    memory_order = {"contiguous": (0, 1, 2), "set-outermost": (1, 0, 2), "set-innermost": (2, 0, 1)}[layout]
+    shape = (6, n, 33)
+    memory = torch.randn(*[shape[d] for d in memory_order])
+    x = memory.permute([memory_order.index(d) for d in range(3)])  # (B, N, L) view
+    if n > 2:
+        x[:, 2] = x[:, 0]
+    perm = torch.sort(x, dim=1, descending=True, stable=True).indices
+    expected = torch.empty_like(perm).scatter_(1, perm, torch.arange(n).view(1, n, 1).expand_as(perm))
+    ranks = descending_ranks(x, dim=1)
+    assert ranks.dtype == torch.long
+    assert torch.equal(ranks, expected)

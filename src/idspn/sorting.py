@@ -110,12 +110,15 @@ def _argsort_rows(rows: np.ndarray) -> np.ndarray:
         sort = _bucketed_argsort_descending
     else:
         sort = _packed_argsort_descending
+    spans = _spans(len(rows), rows.size)
+    if len(spans) == 1:
+        return sort(rows)
     perm = np.empty(rows.shape, dtype=np.int64)
 
     def work(span: slice) -> None:
         perm[span] = sort(rows[span])
 
-    _in_parallel(work, _spans(len(rows), rows.size))
+    _in_parallel(work, spans)
     return perm
 
 
@@ -152,6 +155,23 @@ def set_dim_outermost(set_size: int) -> bool:
     return set_size <= COUNTING_MAX
 
 
+def _inverse(order: list[int]) -> list[int]:
+    return [order.index(d) for d in range(len(order))]
+
+
+def _sortable_on_cpu(x: Tensor, dim: int) -> bool:
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.numel() > 0
+            and np.little_endian and x.shape[dim] < 2**31)
+
+
+def _argsort_in_memory_order(x: Tensor, dim: int) -> tuple[Tensor, list[int]]:
+    """``(perm, order)``: the stable descending argsort of ``x.permute(order)`` along its last dim,
+    contiguous, where ``order`` visits the other dims outermost-first in memory and ``dim`` last
+    (no copy of ``x`` when ``dim`` is innermost in memory)."""
+    order = _memory_order(x, last=dim)
+    rows = x.permute(order).contiguous()
+    perm = _argsort_rows(rows.numpy().reshape(-1, x.shape[dim]))
+    return torch.from_numpy(perm).view(rows.shape), order
 
 
 def argsort_descending(x: Tensor, dim: int = 1) -> Tensor:
@@ -167,16 +187,10 @@ def argsort_descending(x: Tensor, dim: int = 1) -> Tensor:
     """
     x = x.detach()
     dim = dim % x.dim()
-    packable = np.little_endian and x.shape[dim] < 2**31
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or not packable or x.numel() == 0:
+    if not _sortable_on_cpu(x, dim):
         return torch.sort(x, dim=dim, descending=True, stable=True).indices
-    # Visit the other dims outermost-first in memory, the sorted dim last: a view when x is laid out
-    # with the sorted dim innermost, a single copy otherwise.
-    order = _memory_order(x, last=dim)
-    rows = x.permute(order).contiguous()
-    perm = _argsort_rows(rows.numpy().reshape(-1, x.shape[dim]))
-    inverse = [order.index(d) for d in range(x.dim())]
-    return torch.from_numpy(perm).view(rows.shape).permute(inverse)
+    perm, order = _argsort_in_memory_order(x, dim)
+    return perm.permute(_inverse(order))
 
 
 def descending_ranks(x: Tensor, dim: int = 1) -> Tensor:
@@ -195,14 +209,16 @@ def descending_ranks(x: Tensor, dim: int = 1) -> Tensor:
     x = x.detach()
     dim = dim % x.dim()
     n = x.shape[dim]
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and 0 < n <= COUNTING_MAX and x.numel():
+    if not _sortable_on_cpu(x, dim):
+        perm = torch.sort(x, dim=dim, descending=True, stable=True).indices
+        shape = [n if d == dim else 1 for d in range(x.dim())]
+        positions = torch.arange(n, device=x.device).view(shape).expand_as(perm)
+        return torch.empty_like(perm).scatter_(dim, perm, positions)
+    if n <= COUNTING_MAX:
         order = _memory_order(x, first=dim)
         columns = x.permute(order).contiguous()  # (N, ...): a view when the set dim is outermost
-        ranks = _count_ranks(columns.numpy().reshape(n, -1))
-        inverse = [order.index(d) for d in range(x.dim())]
-        return torch.from_numpy(ranks).view(columns.shape).permute(inverse).long()
-    perm = argsort_descending(x, dim)
-    shape = [1] * x.dim()
-    shape[dim] = n
-    positions = torch.arange(n, device=x.device).view(shape).expand_as(perm)
-    return torch.empty_like(perm).scatter_(dim, perm, positions)
+        ranks = torch.from_numpy(_count_ranks(columns.numpy().reshape(n, -1))).view(columns.shape)
+        return ranks.permute(_inverse(order)).long()
+    perm, order = _argsort_in_memory_order(x, dim)  # (..., N) contiguous: invert it in place there
+    positions = torch.arange(n).expand_as(perm)
+    return torch.empty_like(perm).scatter_(-1, perm, positions).permute(_inverse(order))
