@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append(f"| {task} | {backward} | {iters} | {seconds:.3f} | {mem_text} | {original or '-'} | {speedup} |")
                 print(rows[-1], flush=True)
     lines = [
-        f"Command: `python benchmarks/step_benchmark.py{' --quick' if args.quick else ''}` "
+        f"Command: `python benchmarks/step_benchmark.py --iters {' '.join(map(str, args.iters))} "
+        f"--repeats {args.repeats}{' --no-memory' if args.no_memory else ''}` "
         f"(device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}, batch {BATCH})",
         "",
         "| task | backward | iters | s / step | peak MiB | original s / step | speed-up |",
