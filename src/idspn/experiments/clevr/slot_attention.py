@@ -39,6 +39,11 @@ from idspn.experiments.clevr.scenes import LAYOUT
 __all__ = ["CNNEncoder", "SoftPositionEmbedding", "SlotAttention", "SlotHead", "SlotAttentionPredictor", "SlotMLPPredictor"]
 
 
+def _check_image_size(image_size: int) -> None:
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 4:
+        raise ValueError(f"image_size must be an int >= 4, got {image_size!r}")
+
+
 def _check_images(images: Tensor, image_size: int) -> None:
     if images.dim() != 4 or tuple(images.shape[1:]) != (3, image_size, image_size):
         raise ValueError(f"images must have shape (B, 3, {image_size}, {image_size}), got {tuple(images.shape)}")
@@ -201,8 +206,7 @@ class SlotAttentionPredictor(nn.Module):
         hidden_dim: int = 128,
     ) -> None:
         super().__init__()
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 4:
-            raise ValueError(f"image_size must be an int >= 4, got {image_size!r}")
+        _check_image_size(image_size)
         self.image_size = image_size
         self.encoder = _EncodedImage(channels)
         self.slot_attention = SlotAttention(set_size, channels, slot_dim, iters, hidden_dim)
@@ -244,8 +248,7 @@ class SlotMLPPredictor(nn.Module):
         hidden_dim: int = 512,
     ) -> None:
         super().__init__()
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 4:
-            raise ValueError(f"image_size must be an int >= 4, got {image_size!r}")
+        _check_image_size(image_size)
         if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
             raise ValueError(f"pool must be a positive int, got {pool!r}")
         self.image_size, self.set_size, self.slot_dim = image_size, set_size, slot_dim
