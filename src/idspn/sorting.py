@@ -39,16 +39,22 @@ _MIN_BUCKETED = 32  # row length from which 32-bit bucketed keys beat exact 64-b
 _POOL: ThreadPoolExecutor | None = None
 
 
+def _descending_keys(rows: np.ndarray) -> np.ndarray:
+    """int32 keys of a float32 array whose ascending order is the values' descending order."""
+    bits = rows.view(np.int32)
+    keys = bits >> 31
+    keys &= 0x7FFFFFFF
+    keys ^= bits  # negative floats: flip the value bits, so integer order = float order
+    np.invert(keys, out=keys)  # descending
+    return keys
+
+
 def _packed_argsort_descending(rows: np.ndarray) -> np.ndarray:
     """Stable descending argsort of each row of a C-contiguous ``(R, N)`` float32 array."""
-    n = rows.shape[-1]
-    bits = (-rows).view(np.int32)  # ascending order of -x is descending order of x
-    key_high = (bits >> 31) & 0x7FFFFFFF
-    key_high ^= bits  # negative floats: flip the value bits, so integer order = float order
     keys = np.empty(rows.shape, dtype=np.int64)
     halves = keys.view(np.int32).reshape(*rows.shape, 2)  # little-endian: [..., 0] is the low word
-    halves[..., 1] = key_high
-    halves[..., 0] = np.arange(n, dtype=np.int32)
+    halves[..., 1] = _descending_keys(rows)
+    halves[..., 0] = np.arange(rows.shape[-1], dtype=np.int32)
     keys.sort(axis=-1)
     return halves[..., 0].astype(np.int64)
 
@@ -63,11 +69,7 @@ def _bucketed_argsort_descending(rows: np.ndarray) -> np.ndarray:
     """
     n = rows.shape[-1]
     shift = (n - 1).bit_length()
-    bits = rows.view(np.int32)
-    keys = bits >> 31
-    keys &= 0x7FFFFFFF
-    keys ^= bits  # integer order = float order
-    np.invert(keys, out=keys)  # descending
+    keys = _descending_keys(rows)
     keys &= ~np.int32((1 << shift) - 1)
     keys |= np.arange(n, dtype=np.int32)
     keys.sort(axis=-1)
@@ -85,9 +87,10 @@ def _bucketed_argsort_descending(rows: np.ndarray) -> np.ndarray:
 
 def _spans(length: int, elements: int) -> list[slice]:
     """``range(length)`` in one span per torch thread, as many as ``elements`` of work warrant."""
-    threads = max(1, min(torch.get_num_threads(), elements // _MIN_CHUNK, length))
-    bounds = np.linspace(0, length, threads + 1).astype(int)
-    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
+    threads = min(torch.get_num_threads(), elements // _MIN_CHUNK, length)
+    if threads <= 1:
+        return [slice(0, length)]
+    return [slice(length * k // threads, length * (k + 1) // threads) for k in range(threads)]
 
 
 def _in_parallel(work: Callable[[slice], None], spans: list[slice]) -> None:

@@ -32,7 +32,7 @@ import json
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -267,20 +267,7 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)  # free-form additions
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "experiment": self.experiment,
-            "config": self.config,
-            "steps": self.steps,
-            "best_step": self.best_step,
-            "val": self.val,
-            "test": self.test,
-            "wall_time_s": self.wall_time_s,
-            "train_time_s": self.train_time_s,
-            "step_time_s": self.step_time_s,
-            "world_size": self.world_size,
-            "device": self.device,
-            "extra": self.extra,
-        }
+        return asdict(self)
 
 
 def load_run_result(run_dir: str | Path) -> RunResult | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from idspn.experiments.config import config_diff, config_to_dict, load_config
-from idspn.experiments.engine import fit, load_run_result
+from idspn.experiments.engine import RunResult, fit, load_run_result
 from idspn.experiments.results import ResultsTable, RunRecord, write_results
 from idspn.experiments.spec import Experiment
 
@@ -85,6 +85,27 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def finished_run(run_dir: Path, config: dict[str, Any]) -> RunResult | None:
+    """The result of the finished run in ``run_dir``, or None; an error if it ran another config."""
+    done = load_run_result(run_dir)
+    if done is not None:
+        diff = config_diff(done.config, config)
+        if diff:
+            raise ValueError(f"{run_dir} holds a finished run with another config ({'; '.join(diff)}); "
+                             "choose another --out")
+    return done
+
+
+def run_record(run: RunPlan, seed: int, budget: str, run_dir: Path, result: RunResult) -> RunRecord:
+    """The results-table record of one run (a ``RunPlan`` or anything with its key, row and column)."""
+    return RunRecord(
+        key=run.key, row=run.row, column=run.column, seed=seed, budget=budget, run_dir=str(run_dir),
+        val=result.val, test=result.test, steps=result.steps, best_step=result.best_step,
+        wall_time_s=result.wall_time_s, step_time_s=result.step_time_s, world_size=result.world_size,
+        device=result.device,
+    )
+
+
 def run_reproduction(
     reproduction: Reproduction,
     budget: str,
@@ -124,38 +145,15 @@ def run_reproduction(
         for run in plan:
             cfg = load_config(experiment.config_type, run.preset, [*run.overrides, f"seed={seed}"])
             run_dir = out_dir / "runs" / run.key / f"seed{seed}"
-            done = load_run_result(run_dir)
+            done = finished_run(run_dir, config_to_dict(cfg))
             if done is not None:
-                diff = config_diff(done.config, config_to_dict(cfg))
-                if diff:
-                    raise ValueError(
-                        f"{run_dir} holds a finished run with another config ({'; '.join(diff)}); "
-                        "choose another --out"
-                    )
                 log(f"[{len(records) + 1}/{total}] {run.key} seed {seed}: finished earlier, skipped")
                 result = done
             else:
                 log(f"[{len(records) + 1}/{total}] {run.key} seed {seed}: training in {run_dir}")
                 result = fit(experiment, cfg, run_dir, resume=resume, progress=progress)
                 assert result is not None  # fit returns None only with stop_at_step
-            records.append(
-                RunRecord(
-                    key=run.key,
-                    row=run.row,
-                    column=run.column,
-                    seed=seed,
-                    budget=budget,
-                    run_dir=str(run_dir),
-                    val=result.val,
-                    test=result.test,
-                    steps=result.steps,
-                    best_step=result.best_step,
-                    wall_time_s=result.wall_time_s,
-                    step_time_s=result.step_time_s,
-                    world_size=result.world_size,
-                    device=result.device,
-                )
-            )
+            records.append(run_record(run, seed, budget, run_dir, result))
             if _is_main():
                 write_results(out_dir, reproduction.name, reproduction.table, records, budget, seeds, note)
     if _is_main():

@@ -46,9 +46,9 @@ from typing import Any, TextIO
 import torch
 
 from idspn.experiments.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint
-from idspn.experiments.config import config_diff, config_from_dict, config_to_dict, load_config
+from idspn.experiments.config import config_from_dict, config_to_dict, load_config
 from idspn.experiments.engine import RunResult, fit, load_run_result
-from idspn.experiments.reproduce import Reproduction, select_plan
+from idspn.experiments.reproduce import Reproduction, finished_run, run_record, select_plan
 from idspn.experiments.results import RunRecord, write_results
 
 __all__ = ["EXECUTORS", "SweepRun", "RunTask", "RunOutcome", "build_manifest", "execute_run", "run_sweep",
@@ -362,15 +362,6 @@ class _Progress:
 # --- the sweep ---------------------------------------------------------------------------------
 
 
-def _record(run: SweepRun, budget: str, run_dir: Path, result: RunResult) -> RunRecord:
-    return RunRecord(
-        key=run.key, row=run.row, column=run.column, seed=run.seed, budget=budget, run_dir=str(run_dir),
-        val=result.val, test=result.test, steps=result.steps, best_step=result.best_step,
-        wall_time_s=result.wall_time_s, step_time_s=result.step_time_s, world_size=result.world_size,
-        device=result.device,
-    )
-
-
 def run_sweep(
     reproduction: Reproduction,
     budget: str,
@@ -425,15 +416,11 @@ def run_sweep(
     earlier_cost, earlier_wall = 0.0, 0.0
     for run in runs:
         run_dir = out_dir / "runs" / run.id
-        done = load_run_result(run_dir)
+        done = finished_run(run_dir, run.config)
         if done is None:
             pending.append(run)
             continue
-        diff = config_diff(done.config, run.config)
-        if diff:
-            raise ValueError(f"{run_dir} holds a finished run with another config ({'; '.join(diff)}); "
-                             "choose another --out")
-        records[run.id] = _record(run, budget, run_dir, done)
+        records[run.id] = run_record(run, run.seed, budget, run_dir, done)
         status[run.id] = "finished"
         earlier_cost, earlier_wall = earlier_cost + run.cost, earlier_wall + done.wall_time_s
     _write_manifest(out_dir, reproduction, budget, runs, status)
@@ -443,8 +430,7 @@ def run_sweep(
     def ordered() -> list[RunRecord]:
         return [records[r.id] for r in runs if r.id in records]
 
-    parallel = 1 if executor == "local" and workers == 1 else workers
-    tracker = _Progress(len(runs), len(records), pending, min(parallel, max(1, len(pending))), earlier_cost,
+    tracker = _Progress(len(runs), len(records), pending, min(workers, max(1, len(pending))), earlier_cost,
                         earlier_wall)
     failures: list[str] = []
 
@@ -452,7 +438,7 @@ def run_sweep(
         run_dir = out_dir / "runs" / run.id
         if outcome.result is not None:  # "finished" now or "skipped" (finished by another sweep meanwhile)
             result = RunResult(**outcome.result)
-            records[run.id] = _record(run, budget, run_dir, result)
+            records[run.id] = run_record(run, run.seed, budget, run_dir, result)
             status[run.id] = "finished"
             write_results(out_dir, reproduction.name, reproduction.table, ordered(), budget, seeds, note)
             start = f", resumed from step {outcome.resumed_from}" if outcome.resumed_from else ""
@@ -468,9 +454,9 @@ def run_sweep(
         log(f"[{tracker.update(run, outcome.result is not None)}] {run.id}: {what}")
 
     by_cost = sorted(pending, key=lambda r: -r.cost)  # longest first: the pool finishes sooner
-    threads = None if parallel == 1 and executor == "local" else worker_threads(workers)
+    threads = None if workers == 1 and executor == "local" else worker_threads(workers)
     tasks = {run.id: RunTask(reproduction.experiment.name, run.config, str(out_dir / "runs" / run.id), threads,
-                             progress and parallel == 1) for run in pending}
+                             progress and workers == 1) for run in pending}
     if pending:
         if executor == "slurm":
             _run_slurm(by_cost, tasks, out_dir, workers, slurm or {}, on_outcome, log)

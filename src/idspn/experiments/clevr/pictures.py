@@ -97,8 +97,9 @@ def describe_examples(
         iters: inner steps of each column (iDSPN/DSPN only; the baselines get one column).
     """
     model.eval()
-    images = torch.stack([dataset[i][0] for i in indices])  # (B, 3, S, S)
-    targets = torch.stack([dataset[i][1] for i in indices])  # (B, N, D)
+    items = [dataset[i] for i in indices]  # each image decoded once
+    images = torch.stack([image for image, _ in items])  # (B, 3, S, S)
+    targets = torch.stack([target for _, target in items])  # (B, N, D)
     device = next(model.parameters()).device
     inner_loop = CLEVR_MODELS[cfg.model.name].inner_loop
     steps: list[int | None] = list(iters) if inner_loop else [None]
