@@ -183,9 +183,18 @@ def _claims(cells: Cells) -> list[str]:
 # --- the report ----------------------------------------------------------------------------------
 
 
-def render_report(records: Sequence[RunRecord], budget: str, seeds: Sequence[int], figures: Sequence[Path] = ()) -> str:
-    """``report.md``: the claims, Tables 5 and 6, equal-compute and timing tables, the figures."""
-    cells = aggregate(records)
+def render_report(
+    records: Sequence[RunRecord],
+    budget: str,
+    seeds: Sequence[int],
+    figures: Sequence[Path] = (),
+    cells: Sequence[Cell] | None = None,
+) -> str:
+    """``report.md``: the claims, Tables 5 and 6, equal-compute and timing tables, the figures.
+
+    ``cells`` are ``aggregate(records)`` when the caller has them already.
+    """
+    cells = aggregate(records) if cells is None else cells
     note = BUDGET_GRIDS[budget].note if budget in BUDGET_GRIDS else ""
     total = sum(r.wall_time_s for r in records)
     devices = sorted({r.device for r in records})
@@ -233,9 +242,10 @@ def write_report(out_dir: str | Path, records: Sequence[RunRecord], budget: str,
     from idspn.experiments.autoencoding.figures import write_figures  # matplotlib only when reporting
 
     out_dir = Path(out_dir)
-    figures = write_figures(out_dir / "figures", aggregate(records))
+    cells = aggregate(records)  # reads every run's config once
+    figures = write_figures(out_dir / "figures", cells)
     path = out_dir / "report.md"
-    atomic_write_text(path, render_report(records, budget, seeds, figures))
+    atomic_write_text(path, render_report(records, budget, seeds, figures, cells))
     return path
 
 
