@@ -22,6 +22,23 @@ def test_projection_is_the_closest_point():
     assert (d_p.unsqueeze(1) <= d_o + 1e-12).all()
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_projection_of_many_rows_split_over_threads_matches_torch_sort(threads):
+    x = torch.randn(64, 50, 64) * 0.3  # 3,200 rows: split over the threads
+    desc = torch.sort(x, dim=-1, descending=True).values
+    cumsum = desc.cumsum(-1) - 1
+    size = (desc - cumsum / torch.arange(1, 65) > 0).sum(-1, keepdim=True)
+    expected = (x - cumsum.gather(-1, size - 1) / size).clamp(min=0)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        result = project_simplex(x)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.allclose(result, expected, atol=1e-6)
+    assert torch.allclose(result.sum(-1), torch.ones(64, 50), atol=1e-5)
+
+
 def test_projection_gradient_matches_finite_differences():
     x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(project_simplex, (x,))

@@ -84,3 +84,13 @@ def test_ranks_are_the_inverse_of_the_stable_sort(n, layout):
     ranks = descending_ranks(x, dim=1)
     assert ranks.dtype == torch.long
     assert torch.equal(ranks, expected)
+
+
+@pytest.mark.parametrize("n, dtype", [(64, torch.float64), (40000, torch.float32)])
+def test_ranks_of_double_rows_and_of_rows_too_long_to_invert_by_packed_keys(n, dtype):
+    # float64 sorts with NumPy's argsort; 40,000 positions do not fit two to a 32-bit key
+    x = torch.randn(3, n, 2, dtype=dtype)
+    x[:, 7] = x[:, 1]
+    perm = torch.sort(x, dim=1, descending=True, stable=True).indices
+    expected = torch.empty_like(perm).scatter_(1, perm, torch.arange(n).view(1, n, 1).expand_as(perm))
+    assert torch.equal(descending_ranks(x, dim=1), expected)

@@ -120,7 +120,7 @@ class InnerOptimizer:
     def _clip(self, grad: Tensor) -> Tensor:
         if self.grad_clip is None:
             return grad
-        norm = grad.flatten(1).norm(dim=1).clamp(min=1e-12)  # (B,)
+        norm = torch.linalg.vector_norm(grad, dim=(1, 2)).clamp(min=1e-12)  # (B,), no copy of a sliced grad
         return grad * (self.grad_clip / norm).clamp(max=1.0).view(-1, 1, 1)
 
     def run(self, problem: InnerProblem, y: Tensor, iters: int) -> tuple[Tensor, Tensor]:

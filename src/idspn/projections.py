@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .row_threads import row_spans, run_spans
+
 __all__ = ["project_simplex"]
 
 
@@ -13,12 +15,18 @@ def _simplex_threshold(x: Tensor) -> Tensor:
     """``(..., 1)`` threshold theta with ``sum(max(x - theta, 0)) = 1`` (Duchi et al., 2008)."""
     k = x.shape[-1]
     if x.device.type == "cpu":  # NumPy's SIMD sort of short rows beats torch.sort several times
-        desc = np.sort(x.contiguous().numpy(), axis=-1)[..., ::-1]
-        cumsum = np.cumsum(desc, axis=-1) - 1
-        ranks = np.arange(1, k + 1, dtype=desc.dtype)
-        size = (desc - cumsum / ranks > 0).sum(-1, keepdims=True)  # support size, at least 1
-        theta = np.take_along_axis(cumsum, size - 1, axis=-1) / size
-        return torch.from_numpy(np.ascontiguousarray(theta, dtype=desc.dtype))
+        rows = x.contiguous().numpy().reshape(-1, k)
+        theta = np.empty((len(rows), 1), dtype=rows.dtype)
+        ranks = np.arange(1, k + 1, dtype=rows.dtype)
+
+        def work(span: slice) -> None:
+            desc = np.sort(rows[span], axis=-1)[:, ::-1]
+            cumsum = np.cumsum(desc, axis=-1) - 1
+            size = (desc - cumsum / ranks > 0).sum(-1, keepdims=True)  # support size, at least 1
+            theta[span] = np.take_along_axis(cumsum, size - 1, axis=-1) / size
+
+        run_spans(work, row_spans(len(rows), rows.size))
+        return torch.from_numpy(theta).view(*x.shape[:-1], 1)
     desc = torch.sort(x, dim=-1, descending=True).values
     cumsum = desc.cumsum(-1) - 1
     ranks = torch.arange(1, k + 1, device=x.device, dtype=x.dtype)

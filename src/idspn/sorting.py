@@ -11,7 +11,7 @@ memory) and split over torch's intra-op threads (NumPy releases the GIL while it
 FSPool needs the *rank* of every element rather than the permutation. For short sets (at most
 ``COUNTING_MAX`` elements, e.g. the 8 or 10 of the autoencoding and CLEVR models) ranks are counted
 directly, one vectorised comparison per pair of positions, which is several times faster than
-sorting millions of rows of 8; longer sets invert the sort's permutation.
+sorting millions of rows of 8; longer sets invert the sort's permutation by a second integer sort.
 
 The sort must be *stable* (ties broken by position, the same rule in every feature). With an
 arbitrary tie-breaking rule per feature, equal elements could be ranked first in one feature and
@@ -24,19 +24,16 @@ arbitrary order; the decoders check their outputs for non-finite values.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
-
 import numpy as np
 import torch
 from torch import Tensor
 
+from .row_threads import row_spans, run_spans
+
 __all__ = ["argsort_descending", "descending_ranks", "COUNTING_MAX", "set_dim_outermost"]
 
 COUNTING_MAX = 16  # longest set whose ranks are counted pairwise rather than sorted
-_MIN_CHUNK = 1 << 15  # elements per thread below which splitting the sort does not pay
 _MIN_BUCKETED = 32  # row length from which 32-bit bucketed keys beat exact 64-bit keys
-_POOL: ThreadPoolExecutor | None = None
 
 
 def _descending_keys(rows: np.ndarray) -> np.ndarray:
@@ -49,18 +46,18 @@ def _descending_keys(rows: np.ndarray) -> np.ndarray:
     return keys
 
 
-def _packed_argsort_descending(rows: np.ndarray) -> np.ndarray:
-    """Stable descending argsort of each row of a C-contiguous ``(R, N)`` float32 array."""
+def _packed_order(rows: np.ndarray) -> np.ndarray:
+    """Stable descending argsort (int32) of each row of a C-contiguous ``(R, N)`` float32 array."""
     keys = np.empty(rows.shape, dtype=np.int64)
     halves = keys.view(np.int32).reshape(*rows.shape, 2)  # little-endian: [..., 0] is the low word
     halves[..., 1] = _descending_keys(rows)
     halves[..., 0] = np.arange(rows.shape[-1], dtype=np.int32)
     keys.sort(axis=-1)
-    return halves[..., 0].astype(np.int64)
+    return np.ascontiguousarray(halves[..., 0])
 
 
-def _bucketed_argsort_descending(rows: np.ndarray) -> np.ndarray:
-    """``_packed_argsort_descending`` for long rows, through 32-bit keys (2-4x faster to sort).
+def _bucketed_order(rows: np.ndarray) -> np.ndarray:
+    """``_packed_order`` for long rows, through 32-bit keys (2-4x faster to sort).
 
     The key keeps the top ``32 - b`` bits of the order-preserving image of each value and the
     position in the low ``b = ceil(log2 N)`` bits, so sorting orders the values by bucket, and
@@ -69,60 +66,58 @@ def _bucketed_argsort_descending(rows: np.ndarray) -> np.ndarray:
     """
     n = rows.shape[-1]
     shift = (n - 1).bit_length()
+    low = np.int32((1 << shift) - 1)
     keys = _descending_keys(rows)
-    keys &= ~np.int32((1 << shift) - 1)
+    keys &= ~low
     keys |= np.arange(n, dtype=np.int32)
     keys.sort(axis=-1)
-    shared = ((keys[:, 1:] ^ keys[:, :-1]).view(np.uint32) < (1 << shift)).any(-1)  # (R,)
-    keys &= (1 << shift) - 1
-    perm = keys.astype(np.int64)
-    check = np.flatnonzero(shared)
-    if check.size:
-        values = np.take_along_axis(rows[check], perm[check], axis=-1)
-        redo = check[(values[:, 1:] > values[:, :-1]).any(-1)]
+    buckets = keys.reshape(-1) >> shift
+    # Rows with two adjacent keys in one bucket (a pair straddling two rows only adds a check).
+    suspect = np.unique(np.flatnonzero(buckets[1:] == buckets[:-1]) // n)
+    keys &= low
+    if suspect.size:
+        values = np.take_along_axis(rows[suspect], keys[suspect], axis=-1)
+        redo = suspect[(values[:, 1:] > values[:, :-1]).any(-1)]
         if redo.size:
-            perm[redo] = _packed_argsort_descending(rows[redo])
+            keys[redo] = _packed_order(rows[redo])
+    return keys
+
+
+def _invert_rows(perm: np.ndarray) -> np.ndarray:
+    """Inverse of every row of an ``(R, N)`` permutation array, overwriting it when it can.
+
+    Sorting the keys ``perm[j] << b | j`` puts ``j`` (the rank) at position ``perm[j]``; integer
+    sorts of short rows are several times faster than a scatter of the positions.
+    """
+    n = perm.shape[-1]
+    shift = (n - 1).bit_length()
+    if 2 * shift >= 8 * perm.itemsize - 1:
+        return np.argsort(perm, axis=-1)
+    perm <<= shift
+    perm |= np.arange(n, dtype=perm.dtype)
+    perm.sort(axis=-1)
+    perm &= (1 << shift) - 1
     return perm
 
 
-def _spans(length: int, elements: int) -> list[slice]:
-    """``range(length)`` in one span per torch thread, as many as ``elements`` of work warrant."""
-    threads = min(torch.get_num_threads(), elements // _MIN_CHUNK, length)
-    if threads <= 1:
-        return [slice(0, length)]
-    return [slice(length * k // threads, length * (k + 1) // threads) for k in range(threads)]
-
-
-def _in_parallel(work: Callable[[slice], None], spans: list[slice]) -> None:
-    """Run ``work`` on every span, on a thread pool when there are several."""
-    global _POOL
-    if len(spans) == 1:
-        work(spans[0])
-        return
-    if _POOL is None or _POOL._max_workers < len(spans):
-        _POOL = ThreadPoolExecutor(max_workers=len(spans), thread_name_prefix="idspn-sort")
-    list(_POOL.map(work, spans))
-
-
-def _argsort_rows(rows: np.ndarray) -> np.ndarray:
-    """Stable descending argsort of each row of ``(R, N)``, split over torch's threads if large."""
+def _sort_rows(rows: np.ndarray, ranks: bool) -> np.ndarray:
+    """Stable descending argsort of each row of ``(R, N)`` (or, with ``ranks``, its inverse: the
+    rank of every element) as int64, split over torch's threads if large."""
     if rows.dtype != np.float32:
-        def sort(part: np.ndarray) -> np.ndarray:
+        def order(part: np.ndarray) -> np.ndarray:
             return np.argsort(-part, axis=-1, kind="stable")
     elif rows.shape[-1] >= _MIN_BUCKETED:
-        sort = _bucketed_argsort_descending
+        order = _bucketed_order
     else:
-        sort = _packed_argsort_descending
-    spans = _spans(len(rows), rows.size)
-    if len(spans) == 1:
-        return sort(rows)
-    perm = np.empty(rows.shape, dtype=np.int64)
+        order = _packed_order
+    out = np.empty(rows.shape, dtype=np.int64)
 
     def work(span: slice) -> None:
-        perm[span] = sort(rows[span])
+        perm = order(rows[span])
+        out[span] = _invert_rows(perm) if ranks else perm
 
-    _in_parallel(work, spans)
-    return perm
+    run_spans(work, row_spans(len(rows), rows.size))
+    return out
 
 
 def _count_ranks(columns: np.ndarray) -> np.ndarray:
@@ -142,7 +137,7 @@ def _count_ranks(columns: np.ndarray) -> np.ndarray:
                 np.logical_not(first, out=first)
                 ranks[i, span] += first
 
-    _in_parallel(work, _spans(length, columns.size))
+    run_spans(work, row_spans(length, columns.size))
     return ranks
 
 
@@ -167,14 +162,13 @@ def _sortable_on_cpu(x: Tensor, dim: int) -> bool:
             and np.little_endian and x.shape[dim] < 2**31)
 
 
-def _argsort_in_memory_order(x: Tensor, dim: int) -> tuple[Tensor, list[int]]:
-    """``(perm, order)``: the stable descending argsort of ``x.permute(order)`` along its last dim,
-    contiguous, where ``order`` visits the other dims outermost-first in memory and ``dim`` last
-    (no copy of ``x`` when ``dim`` is innermost in memory)."""
+def _sort_in_memory_order(x: Tensor, dim: int, ranks: bool) -> Tensor:
+    """``_sort_rows`` along ``dim`` of ``x``, reading the rows in memory order (no copy of ``x`` when
+    ``dim`` is innermost in memory); the result has the shape of ``x`` and, then, its memory order."""
     order = _memory_order(x, last=dim)
     rows = x.permute(order).contiguous()
-    perm = _argsort_rows(rows.numpy().reshape(-1, x.shape[dim]))
-    return torch.from_numpy(perm).view(rows.shape), order
+    out = _sort_rows(rows.numpy().reshape(-1, x.shape[dim]), ranks)
+    return torch.from_numpy(out).view(rows.shape).permute(_inverse(order))
 
 
 def argsort_descending(x: Tensor, dim: int = 1) -> Tensor:
@@ -192,8 +186,7 @@ def argsort_descending(x: Tensor, dim: int = 1) -> Tensor:
     dim = dim % x.dim()
     if not _sortable_on_cpu(x, dim):
         return torch.sort(x, dim=dim, descending=True, stable=True).indices
-    perm, order = _argsort_in_memory_order(x, dim)
-    return perm.permute(_inverse(order))
+    return _sort_in_memory_order(x, dim, ranks=False)
 
 
 def descending_ranks(x: Tensor, dim: int = 1) -> Tensor:
@@ -222,6 +215,4 @@ def descending_ranks(x: Tensor, dim: int = 1) -> Tensor:
         columns = x.permute(order).contiguous()  # (N, ...): a view when the set dim is outermost
         ranks = torch.from_numpy(_count_ranks(columns.numpy().reshape(n, -1))).view(columns.shape)
         return ranks.permute(_inverse(order)).long()
-    perm, order = _argsort_in_memory_order(x, dim)  # (..., N) contiguous: invert it in place there
-    positions = torch.arange(n).expand_as(perm)
-    return torch.empty_like(perm).scatter_(-1, perm, positions).permute(_inverse(order))
+    return _sort_in_memory_order(x, dim, ranks=True)

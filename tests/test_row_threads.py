@@ -1,0 +1,46 @@
+import threading
+
+import pytest
+import torch
+
+from idspn.row_threads import row_spans, run_spans
+
+
+@pytest.mark.parametrize("threads", [1, 2, 5])
+def test_spans_cover_every_row_once_one_span_per_thread(threads):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        spans = row_spans(1001, 10**7)
+    finally:
+        torch.set_num_threads(before)
+    assert len(spans) == threads
+    covered = [i for s in spans for i in range(1001)[s]]
+    assert covered == list(range(1001))
+
+
+def test_small_work_and_few_rows_are_not_split():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert row_spans(1000, 100) == [slice(0, 1000)]  # too little work per thread
+        assert len(row_spans(2, 10**7)) == 2  # never more spans than rows
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_run_spans_runs_each_span_once_on_pool_threads():
+    seen: list[tuple[int, int, str]] = []
+    lock = threading.Lock()
+
+    def work(span: slice) -> None:
+        with lock:
+            seen.append((span.start, span.stop, threading.current_thread().name))
+
+    spans = [slice(0, 3), slice(3, 7), slice(7, 9)]
+    run_spans(work, spans)
+    assert sorted((a, b) for a, b, _ in seen) == [(0, 3), (3, 7), (7, 9)]
+    assert all(name.startswith("idspn-rows") for _, _, name in seen)
+    seen.clear()
+    run_spans(work, [slice(0, 9)])  # a single span runs in the caller's thread
+    assert seen == [(0, 9, threading.current_thread().name)]
