@@ -9,6 +9,7 @@ from idspn.experiments.results import (
     TableColumn,
     TableRow,
     cell_stats,
+    format_duration,
     render_markdown,
     write_results,
 )
@@ -51,3 +52,10 @@ def test_write_results_writes_both_files(tmp_path):
     cell = next(c for c in data["table"] if c["row"] == "a" and c["column"] == "1x")
     assert cell["ours"]["mean"] == pytest.approx(50.0) and cell["paper"] == {"mean": 96.8, "std": 0.6}
     assert md_path.read_text().startswith("# Table X")
+
+
+@pytest.mark.parametrize(
+    "seconds, text", [(8.46, "8.5 s"), (42.4, "42 s"), (210, "3.5 min"), (5748, "95.8 min"), (9000, "2.5 h")]
+)
+def test_durations_are_written_in_the_unit_a_person_reads(seconds, text):
+    assert format_duration(seconds) == text

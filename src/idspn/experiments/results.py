@@ -20,7 +20,7 @@ from typing import Any
 from idspn.experiments.checkpoint import atomic_write_json, atomic_write_text
 
 __all__ = ["PaperCell", "TableRow", "TableColumn", "ResultsTable", "RunRecord", "CellStats", "cell_stats",
-           "render_markdown", "write_results"]
+           "format_duration", "render_markdown", "write_results"]
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,10 @@ def cell_stats(table: ResultsTable, records: Sequence[RunRecord]) -> dict[tuple[
     return out
 
 
-def _fmt_seconds(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """A duration for people: ``8.5 s``, ``42 s``, ``3.5 min``, ``1.6 h``."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
@@ -180,10 +183,10 @@ def render_markdown(
                 continue
             wall = sum(r.wall_time_s for r in runs) / len(runs)
             step = sum(r.step_time_s for r in runs) / len(runs)
-            cells.append(f"{_fmt_seconds(wall)}, {step:.3f}")
+            cells.append(f"{format_duration(wall)}, {step:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     devices = sorted({f"{r.device} x{r.world_size}" for r in records})
-    lines += ["", f"Total wall time of the runs: {_fmt_seconds(total)} ({len(records)} runs; devices: "
+    lines += ["", f"Total wall time of the runs: {format_duration(total)} ({len(records)} runs; devices: "
               f"{', '.join(devices) or '-'}). Wall time is per run, averaged over seeds."]
     return "\n".join(lines) + "\n"
 

@@ -49,7 +49,7 @@ from idspn.experiments.checkpoint import atomic_write_json, atomic_write_text, l
 from idspn.experiments.config import config_from_dict, config_to_dict, load_config
 from idspn.experiments.engine import RunResult, fit, load_run_result
 from idspn.experiments.reproduce import Reproduction, finished_run, run_record, select_plan
-from idspn.experiments.results import RunRecord, write_results
+from idspn.experiments.results import RunRecord, format_duration, write_results
 
 __all__ = ["EXECUTORS", "SweepRun", "RunTask", "RunOutcome", "build_manifest", "execute_run", "run_sweep",
            "worker_threads", "parse_slurm_options"]
@@ -318,16 +318,6 @@ def _run_slurm(pending: list[SweepRun], tasks: dict[str, RunTask], out_dir: Path
 # --- progress ----------------------------------------------------------------------------------
 
 
-def _fmt_duration(seconds: float) -> str:
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 class _Progress:
     """Runs done / total and the time left: cost still to do / throughput (cost per wall second).
 
@@ -355,7 +345,7 @@ class _Progress:
         rate = self.cost_done / elapsed if self.cost_done > 0 else self.guess
         running = min(self.parallel, self.in_flight)
         left = "done" if self.in_flight == 0 else (
-            f"~{_fmt_duration(self.cost_left / rate)} left" if rate else "time left unknown yet")
+            f"~{format_duration(self.cost_left / rate)} left" if rate else "time left unknown yet")
         return f"{self.done}/{self.total} done, {running} running, {left}"
 
 
@@ -442,7 +432,7 @@ def run_sweep(
             status[run.id] = "finished"
             write_results(out_dir, reproduction.name, reproduction.table, ordered(), budget, seeds, note)
             start = f", resumed from step {outcome.resumed_from}" if outcome.resumed_from else ""
-            what = (f"trained in {_fmt_duration(outcome.seconds)} ({result.step_time_s:.3f} s/step{start})"
+            what = (f"trained in {format_duration(outcome.seconds)} ({result.step_time_s:.3f} s/step{start})"
                     if outcome.status == "finished" else "finished meanwhile, skipped")
         elif outcome.status == "busy":
             status[run.id] = "busy"

@@ -28,7 +28,7 @@ from idspn.experiments.autoencoding.grid import BUDGET_GRIDS, POOLING_KINDS, TAB
 from idspn.experiments.autoencoding.models import MODEL_KINDS
 from idspn.experiments.autoencoding.paper_results import paper_loss
 from idspn.experiments.checkpoint import atomic_write_text
-from idspn.experiments.results import RunRecord
+from idspn.experiments.results import RunRecord, format_duration
 
 __all__ = ["write_report", "render_report", "sci", "main"]
 
@@ -55,12 +55,6 @@ def _ours(cell: Cell | None) -> str:
 def _paper(point: GridPoint) -> str:
     published = paper_loss(point.set_size, point.set_dim, point.kind, point.iters)
     return "-" if published is None else f"{sci(published[0])} ± {sci(published[1], 0)}"
-
-
-def _fmt_seconds(seconds: float) -> str:
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 # --- tables --------------------------------------------------------------------------------------
@@ -91,7 +85,7 @@ def _timing_table(cells: Cells) -> list[str]:
     lines = ["| n | d | Iterations | iDSPN+mom | iDSPN | DSPN | DSPN / iDSPN |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for key in sorted({(p.set_size, p.set_dim, p.iters) for p in cells if p.kind in TABLE5_KINDS}):
         found = {kind: cells.get(GridPoint(*key, kind)) for kind in TABLE5_KINDS}
-        texts = ["-" if c is None else f"{_fmt_seconds(c.epoch_time_s)} ({c.step_time_s:.3f} s/step)"
+        texts = ["-" if c is None else f"{format_duration(c.epoch_time_s)} ({c.step_time_s:.3f} s/step)"
                  for c in found.values()]
         ratio = "-"
         if found["dspn"] is not None and found["idspn"] is not None:
@@ -202,7 +196,7 @@ def render_report(
         "# Random-multiset autoencoding (Section 4.2, Appendix E.2)",
         "",
         f"Budget `{budget}`, seeds {', '.join(map(str, seeds))}: {len(records)} finished runs, "
-        f"{_fmt_seconds(total)} of run time in total (device: {', '.join(devices) or '-'}). Metric: Hungarian "
+        f"{format_duration(total)} of run time in total (device: {', '.join(devices) or '-'}). Metric: Hungarian "
         "Huber loss on the held-out sets after the last step (lower is better), mean ± sample std over "
         "seeds; the paper's value (40 epochs, 8 seeds) beside ours where it is transcribed.",
         "",
