@@ -28,6 +28,7 @@ __all__ = [
     "load_checkpoint",
     "capture_rng_state",
     "restore_rng_state",
+    "mixed_seed",
     "seed_everything",
 ]
 
@@ -107,13 +108,16 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def seed_everything(*seed: int) -> None:
-    """Seed torch, numpy and random from a tuple of integers (e.g. ``(seed, purpose, rank)``).
-
-    Distinct tuples give independent streams (numpy's SeedSequence mixes them).
-    """
+def mixed_seed(*seed: int) -> int:
+    """A 64-bit seed from a tuple of integers (e.g. ``(seed, purpose, rank)``); distinct tuples
+    give independent streams (numpy's SeedSequence mixes them)."""
     words = np.random.SeedSequence(list(seed)).generate_state(2, dtype=np.uint32)
-    value = int(words[0]) << 32 | int(words[1])
+    return int(words[0]) << 32 | int(words[1])
+
+
+def seed_everything(*seed: int) -> None:
+    """Seed torch, numpy and random from a tuple of integers (see ``mixed_seed``)."""
+    value = mixed_seed(*seed)
     torch.manual_seed(value)
-    np.random.seed(int(words[0]))
+    np.random.seed(value >> 32)
     random.seed(value)

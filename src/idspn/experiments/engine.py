@@ -36,7 +36,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -48,6 +47,7 @@ from idspn.experiments.checkpoint import (
     atomic_write_text,
     capture_rng_state,
     load_checkpoint,
+    mixed_seed,
     restore_rng_state,
     save_checkpoint,
     seed_everything,
@@ -74,8 +74,7 @@ _CHECKPOINT_FORMAT = 1
 
 def _generator(*seed: int) -> torch.Generator:
     """A private CPU generator seeded from a tuple of integers (independent streams per tuple)."""
-    words = np.random.SeedSequence(list(seed)).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(words[0]) << 32 | int(words[1]))
+    return torch.Generator().manual_seed(mixed_seed(*seed))
 
 
 # ---------------------------------------------------------------------------------------------
