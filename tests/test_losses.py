@@ -71,10 +71,21 @@ def test_mask_ignores_padding():
     assert index[0].tolist() == [1, 0, 2]
 
 
+def test_reduction_none_gives_every_matched_pair_and_zero_for_padding():
+    pred = torch.tensor([[[0.0], [1.0], [99.0]], [[2.0], [5.0], [0.0]]])
+    target = torch.tensor([[[1.0], [0.5], [-50.0]], [[5.0], [0.0], [3.0]]])
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    losses = hungarian_loss(pred, target, mask=mask, reduction="none")  # (B, N)
+    assert losses.tolist() == [[0.25, 0.0, 0.0], [1.0, 0.0, 0.0]]
+    assert hungarian_loss(pred, target, mask=mask).item() == pytest.approx(1.25 / 5)
+
+
 def test_bad_arguments_raise():
     x = torch.randn(2, 3, 4)
     with pytest.raises(ValueError, match="pairwise"):
         hungarian_loss(x, x, "l3")
+    with pytest.raises(ValueError, match="reduction"):
+        hungarian_loss(x, x, reduction="sum")
     with pytest.raises(ValueError, match="same shape"):
         hungarian_loss(x, torch.randn(2, 4, 4))
     with pytest.raises(ValueError, match=r"\(B, N, D\)"):

@@ -133,19 +133,26 @@ def hungarian_loss(
     mask: Tensor | None = None,
     pred_groups: Tensor | None = None,
     target_groups: Tensor | None = None,
+    reduction: str = "mean",
 ) -> Tensor:
     """Hungarian loss (Eq. 44): mean pairwise loss over optimally matched elements and the batch.
 
-    Arguments as in ``hungarian_match``. Gradients flow into ``pred`` (and ``target``) through the
-    matched pairs; the matching itself is piecewise constant.
+    Arguments as in ``hungarian_match``, and ``reduction``: ``"mean"`` over the present elements
+    of the batch, or ``"none"``. Gradients flow into ``pred`` (and ``target``) through the matched
+    pairs; the matching itself is piecewise constant.
 
     Returns:
-        Scalar tensor.
+        Scalar tensor, or with ``reduction="none"`` the ``(B, N)`` loss of every prediction with
+        its matched target (0 for padding).
     """
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     loss_fn = _resolve(pairwise)
     index = hungarian_match(pred, target, loss_fn, mask, pred_groups, target_groups)  # (B, N)
     matched = target.gather(1, index.unsqueeze(-1).expand(-1, -1, target.shape[-1]))  # (B, N, D)
     per_element = loss_fn.matched(pred, matched)  # (B, N)
+    if reduction == "none":
+        return per_element if mask is None else per_element * mask
     if mask is None:
         return per_element.mean()
     return (per_element * mask).sum() / mask.sum().clamp(min=1)

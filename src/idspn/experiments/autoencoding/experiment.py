@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from idspn import PAIRWISE_LOSSES, hungarian_loss, hungarian_match
+from idspn import hungarian_loss
 from idspn.experiments.autoencoding.config import AutoencodingConfig
 from idspn.experiments.autoencoding.data import RandomSets
 from idspn.experiments.autoencoding.models import build_autoencoder
@@ -31,10 +31,7 @@ def build_data(cfg: AutoencodingConfig) -> DataSplits:
 
 def per_set_loss(pred: Tensor, target: Tensor) -> Tensor:
     """``(B, N, D), (B, N, D) -> (B,)`` Hungarian Huber loss of every set (mean over elements and dims)."""
-    huber = PAIRWISE_LOSSES["huber"]
-    index = hungarian_match(pred, target, huber)  # (B, N)
-    matched = target.gather(1, index.unsqueeze(-1).expand_as(target))  # (B, N, D)
-    return huber.matched(pred, matched).mean(1)  # (B,)
+    return hungarian_loss(pred, target, pairwise="huber", reduction="none").mean(1)  # (B,)
 
 
 def autoencoding_loss(model: nn.Module, batch: Tensor, cfg: AutoencodingConfig) -> tuple[Tensor, dict[str, float]]:
