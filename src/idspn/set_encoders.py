@@ -311,7 +311,7 @@ class FSEncoder(SetEncoder):
                 grad_act = grad_h.transpose(0, 1).reshape(n * batch, -1) @ self.lin2.weight  # (N*B, H)
             else:
                 grad_act = grad_h.permute(2, 0, 1).reshape(-1, batch * n).t() @ self.lin2.weight  # (B*N, H)
-            grad_pre = torch.ops.aten.threshold_backward(grad_act, act, 0.0)  # ReLU's pattern
+            grad_pre = torch.ops.aten.threshold_backward(grad_act, act.detach(), 0.0)  # ReLU's pattern: no grad to act
             grad = grad_pre @ self.lin1.weight  # (rows, D)
             if set_major:
                 return grad.view(n, batch, self.set_dim).transpose(0, 1)  # (B, N, D)
