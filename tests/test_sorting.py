@@ -25,6 +25,18 @@ def test_argsort_handles_infinities_and_extremes():
     assert argsort_descending(x, dim=1).tolist() == [[4, 3, 0, 6, 5, 2, 1]]
 
 
+@pytest.mark.parametrize("n", [5, 20, 40])
+def test_negative_and_positive_zero_are_a_tie(n):
+    # -0.0 == 0.0: ranked by position, as torch.sort ranks them (counted, packed and bucketed paths)
+    x = torch.randn(2, n)
+    x[0, 1], x[0, 3] = -0.0, 0.0
+    x[1, 1], x[1, 3] = 0.0, -0.0
+    expected = torch.sort(x, dim=1, descending=True, stable=True).indices
+    assert torch.equal(argsort_descending(x, dim=1), expected)
+    ranks = descending_ranks(x, dim=1)
+    assert (ranks[:, 1] < ranks[:, 3]).all()  # the earlier zero first, whichever its sign
+
+
 def test_sorting_does_not_modify_input():
     x = torch.randn(4, 20, 3)
     before = x.clone()
@@ -86,11 +98,21 @@ def test_ranks_are_the_inverse_of_the_stable_sort(n, layout):
     assert torch.equal(ranks, expected)
 
 
-@pytest.mark.parametrize("n, dtype", [(64, torch.float64), (40000, torch.float32)])
-def test_ranks_of_double_rows_and_of_rows_too_long_to_invert_by_packed_keys(n, dtype):
-    # float64 sorts with NumPy's argsort; 40,000 positions do not fit two to a 32-bit key
-    x = torch.randn(3, n, 2, dtype=dtype)
+@pytest.mark.parametrize("n, dtype", [(64, torch.float64), (100, torch.float32), (40000, torch.float32)])
+def test_ranks_of_long_rows_with_near_ties_over_threads(n, dtype):
+    # float64 sorts with NumPy's argsort; float32 through bucketed keys, repaired where values share
+    # a bucket; 40,000 positions do not fit two to a 32-bit key (inverted by argsort instead)
+    torch.manual_seed(n)
+    x = torch.randn(800, n, 2, dtype=dtype) if n < 1000 else torch.randn(3, n, 2, dtype=dtype)
     x[:, 7] = x[:, 1]
+    x[::2, 2] = x[::2, 0] * (1 + 2**-20)  # distinct values that share a bucket
+    x[1::2, 5] = x[1::2, 9] * (1 - 2**-21)
     perm = torch.sort(x, dim=1, descending=True, stable=True).indices
     expected = torch.empty_like(perm).scatter_(1, perm, torch.arange(n).view(1, n, 1).expand_as(perm))
-    assert torch.equal(descending_ranks(x, dim=1), expected)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        ranks = descending_ranks(x, dim=1)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(ranks, expected)

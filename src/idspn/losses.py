@@ -135,7 +135,7 @@ def hungarian_loss(
     target_groups: Tensor | None = None,
     reduction: str = "mean",
 ) -> Tensor:
-    """Hungarian loss (Eq. 44): mean pairwise loss over optimally matched elements and the batch.
+    """Hungarian loss (Eq. 44): pairwise loss of optimally matched elements, averaged (or not).
 
     Arguments as in ``hungarian_match``, and ``reduction``: ``"mean"`` over the present elements
     of the batch, or ``"none"``. Gradients flow into ``pred`` (and ``target``) through the matched

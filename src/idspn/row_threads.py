@@ -7,6 +7,7 @@ the cores that torch would use (``torch.get_num_threads()``) for its own kernels
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -16,6 +17,8 @@ __all__ = ["row_spans", "run_spans"]
 
 _MIN_CHUNK = 1 << 15  # elements per thread below which splitting does not pay
 _POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+_POOL_LOCK = threading.Lock()
 
 
 def row_spans(rows: int, elements: int) -> list[slice]:
@@ -28,10 +31,14 @@ def row_spans(rows: int, elements: int) -> list[slice]:
 
 def run_spans(work: Callable[[slice], None], spans: list[slice]) -> None:
     """Run ``work`` on every span, on a thread pool when there are several."""
-    global _POOL
+    global _POOL, _POOL_SIZE
     if len(spans) == 1:
         work(spans[0])
         return
-    if _POOL is None or _POOL._max_workers < len(spans):
-        _POOL = ThreadPoolExecutor(max_workers=len(spans), thread_name_prefix="idspn-rows")
-    list(_POOL.map(work, spans))
+    with _POOL_LOCK:
+        if _POOL_SIZE < len(spans):
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL, _POOL_SIZE = ThreadPoolExecutor(max_workers=len(spans), thread_name_prefix="idspn-rows"), len(spans)
+        pool = _POOL
+    list(pool.map(work, spans))

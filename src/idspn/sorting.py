@@ -39,9 +39,10 @@ _MIN_BUCKETED = 32  # row length from which 32-bit bucketed keys beat exact 64-b
 def _descending_keys(rows: np.ndarray) -> np.ndarray:
     """int32 keys of a float32 array whose ascending order is the values' descending order."""
     bits = rows.view(np.int32)
-    keys = bits >> 31
-    keys &= 0x7FFFFFFF
+    sign = bits >> 31  # -1 for negative floats (and -0.0), else 0
+    keys = sign & 0x7FFFFFFF
     keys ^= bits  # negative floats: flip the value bits, so integer order = float order
+    keys -= sign  # -0.0 (key -1) onto +0.0 (key 0): equal values, tied as torch.sort ties them
     np.invert(keys, out=keys)  # descending
     return keys
 
@@ -164,7 +165,8 @@ def _sortable_on_cpu(x: Tensor, dim: int) -> bool:
 
 def _sort_in_memory_order(x: Tensor, dim: int, ranks: bool) -> Tensor:
     """``_sort_rows`` along ``dim`` of ``x``, reading the rows in memory order (no copy of ``x`` when
-    ``dim`` is innermost in memory); the result has the shape of ``x`` and, then, its memory order."""
+    ``dim`` is innermost in memory). The result has the shape of ``x``; in memory it is laid out as
+    ``x`` with ``dim`` moved innermost (``x``'s own layout when ``dim`` already is)."""
     order = _memory_order(x, last=dim)
     rows = x.permute(order).contiguous()
     out = _sort_rows(rows.numpy().reshape(-1, x.shape[dim]), ranks)
@@ -200,7 +202,8 @@ def descending_ranks(x: Tensor, dim: int = 1) -> Tensor:
         dim: the dimension to rank along.
 
     Returns:
-        ``torch.long`` tensor of the same shape and memory order as ``x``.
+        ``torch.long`` tensor of the shape of ``x``, in ``x``'s memory layout when ``dim`` is
+        outermost (sets of at most ``COUNTING_MAX``) or innermost (longer sets) in memory.
     """
     x = x.detach()
     dim = dim % x.dim()
