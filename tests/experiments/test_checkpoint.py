@@ -36,6 +36,14 @@ def test_checkpoint_round_trip_loads_with_weights_only(tmp_path):
     assert torch.equal(loaded["model"]["w"], state["model"]["w"]) and loaded["step"] == 5
 
 
+def test_mapped_checkpoint_gives_the_same_state(tmp_path):
+    state = {"step": 7, "model": {"w": torch.randn(300, 200)}}
+    save_checkpoint(tmp_path / "last.pt", state)
+    mapped = load_checkpoint(tmp_path / "last.pt", mmap=True)
+    assert mapped["step"] == 7
+    assert torch.equal(mapped["model"]["w"], state["model"]["w"])
+
+
 def test_rng_state_round_trip_restores_all_generators():
     seed_everything(3, 1)
     state = capture_rng_state()

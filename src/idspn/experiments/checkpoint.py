@@ -71,9 +71,15 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (safe ``weights_only`` loading)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (safe ``weights_only`` loading).
+
+    ``mmap=True`` maps the file instead of reading it: tensors are read only when touched, so
+    looking up e.g. the step of a large checkpoint costs little.
+    """
+    return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -165,7 +165,7 @@ class _RunLock:
 
 
 def _checkpoint_step(path: Path) -> int:
-    return int(load_checkpoint(path)["step"]) if path.exists() else 0
+    return int(load_checkpoint(path, mmap=True)["step"]) if path.exists() else 0
 
 
 def execute_run(task: RunTask) -> RunOutcome:
