@@ -4,9 +4,11 @@ FSPool sorts every feature across the set at every inner step of the decoder, so
 largest cost of an iDSPN forward pass outside the matrix products. On CPU, ``torch.sort`` over many
 short rows is several times slower than NumPy's SIMD sort of plain integers, so for ``float32`` CPU
 tensors we sort 64-bit keys that pack an order-preserving integer image of each value (high 32 bits)
-with its position (low 32 bits): sorting the keys alone gives the permutation, exactly. The rows are
-read in the tensor's own memory order (no transposing copy when the sorted dim is the innermost in
-memory) and split over torch's intra-op threads (NumPy releases the GIL while it works).
+with its position (low 32 bits): sorting the keys alone gives the permutation, exactly (rows of 32
+or more use 32-bit keys with the position in the low bits, repaired where two values share the rest;
+see ``_bucketed_order``). The rows are read in the tensor's own memory order (no transposing copy
+when the sorted dim is the innermost in memory) and split over torch's intra-op threads (NumPy
+releases the GIL while it works).
 
 FSPool needs the *rank* of every element rather than the permutation. For short sets (at most
 ``COUNTING_MAX`` elements, e.g. the 8 or 10 of the autoencoding and CLEVR models) ranks are counted

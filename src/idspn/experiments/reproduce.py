@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from idspn.experiments.config import config_diff, config_to_dict, load_config
 from idspn.experiments.engine import RunResult, fit, load_run_result
@@ -96,8 +96,16 @@ def finished_run(run_dir: Path, config: dict[str, Any]) -> RunResult | None:
     return done
 
 
-def run_record(run: RunPlan, seed: int, budget: str, run_dir: Path, result: RunResult) -> RunRecord:
-    """The results-table record of one run (a ``RunPlan`` or anything with its key, row and column)."""
+class _TablePlace(Protocol):
+    """Where a run's numbers go: a ``RunPlan`` or a sweep's ``SweepRun``."""
+
+    key: str
+    row: str
+    column: str
+
+
+def run_record(run: _TablePlace, seed: int, budget: str, run_dir: Path, result: RunResult) -> RunRecord:
+    """The results-table record of one run of ``run`` (its key, row and column) for ``seed``."""
     return RunRecord(
         key=run.key, row=run.row, column=run.column, seed=seed, budget=budget, run_dir=str(run_dir),
         val=result.val, test=result.test, steps=result.steps, best_step=result.best_step,

@@ -13,9 +13,9 @@ the same data share them):
 
 * ``smoke``: 16 + 8 generated scenes at 32 px, 2 steps per run; meaningless numbers, for CI.
 * ``small``: 4,000 + 500 generated scenes at 64 px, batch 32; iDSPN 6,000 steps and Slot
-  Attention / Slot MLP 6,400 steps, which take about the same wall time on a 2-core CPU, one run
-  after the other with both cores each (measured there: 0.46 s per 20-inner-step iDSPN step, 0.48 s
-  per Slot Attention step; see docs/clevr.md). Every schedule is the paper's, shrunk in proportion: iDSPN switches
+  Attention / Slot MLP 6,400 steps, one run after the other with both cores each, which take about
+  the same wall time on a 2-core CPU (in the run of docs/clevr.md 0.462 s per iDSPN step and 0.441 s
+  per Slot Attention step). Every schedule is the paper's, shrunk in proportion: iDSPN switches
   20 -> 40 inner steps at half and drops the learning rate x0.1 for the last tenth; Slot Attention
   warms up for the first 5% and halves its learning rate at 25%, 50% and 75%.
 * ``paper``: real CLEVR (``data.root=CLEVR_v1.0``: run from the folder that holds it, or link it
