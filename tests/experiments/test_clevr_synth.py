@@ -45,6 +45,7 @@ def test_generate_is_deterministic_and_independent_of_workers(
     generate(tmp_path, {"val": 4}, seed=0, workers=2, progress=False)
     first, second = files(generated), files(tmp_path)
     assert sorted(first) == [
+        "CLEVR_v1.0/images/val/.generator.json",
         "CLEVR_v1.0/images/val/CLEVR_val_000000.png",
         "CLEVR_v1.0/images/val/CLEVR_val_000001.png",
         "CLEVR_v1.0/images/val/CLEVR_val_000002.png",
@@ -56,6 +57,34 @@ def test_generate_is_deterministic_and_independent_of_workers(
     assert (tmp_path / "other/CLEVR_v1.0/images/val/CLEVR_val_000000.png").read_bytes() != first[
         "CLEVR_v1.0/images/val/CLEVR_val_000000.png"
     ]
+
+
+def test_generate_resumes_with_the_same_seed_and_starts_over_with_another(
+    generated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered: list[int] = []
+    render = synth.render_scene
+
+    def counting_render(scene, *args, **kwargs):  # noqa: ANN001, ANN202
+        rendered.append(scene["image_index"])
+        return render(scene, *args, **kwargs)
+
+    monkeypatch.setattr(synth, "render_scene", counting_render)
+    images = tmp_path / "CLEVR_v1.0/images/val"
+    generate(tmp_path, {"val": 2}, seed=0, progress=False)  # an interrupted run's first images
+    (images / "CLEVR_val_000001.png").unlink()
+    rendered.clear()
+    generate(tmp_path, {"val": 4}, seed=0, progress=False)
+    assert rendered == [1, 2, 3]
+    assert files(tmp_path) == files(generated)
+
+    rendered.clear()
+    generate(tmp_path, {"val": 1}, seed=1, progress=False)
+    assert rendered == [0]
+    assert sorted(p.name for p in images.glob("*.png")) == ["CLEVR_val_000000.png"]
+    rendered.clear()
+    generate(tmp_path, {"val": 2}, seed=0, progress=False)
+    assert rendered == [0, 1]
 
 
 def test_files_have_the_v1_layout_and_the_loader_reads_them(generated: Path) -> None:

@@ -57,6 +57,7 @@ __all__ = [
     "MAX_RETRIES",
     "MIN_DISTANCE",
     "MIN_PIXELS",
+    "RENDERER_VERSION",
     "SIZE_SCALE",
     "Camera",
     "Lights",
@@ -78,6 +79,8 @@ LIGHT_POSITIONS = {
 }
 LIGHT_JITTER = 1.0
 SIZE_SCALE = {"large": 0.7, "small": 0.35}
+RENDERER_VERSION = 1  # bump when an image of a given seed changes, so that resumed data sets are not mixed
+_OWNER_FILE = ".generator.json"
 COLOR_RGB = {
     "gray": (87, 87, 87),
     "red": (173, 35, 35),
@@ -928,16 +931,36 @@ def _image_seed(seed: int, split: str, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, zlib.crc32(split.encode()), index])
 
 
-def _make_image(job: tuple[int, str, int, str]) -> dict[str, Any]:
-    seed, split, index, image_dir = job
+def _make_image(job: tuple[int, str, int, str, bool]) -> dict[str, Any]:
+    seed, split, index, image_dir, keep_existing = job
     rng = np.random.default_rng(_image_seed(seed, split, index))
     scene, camera, lights = sample_scene(rng, split, index)
-    image = render_scene(scene, camera, lights, rng=rng)
     path = Path(image_dir) / scene["image_filename"]
+    if keep_existing and path.is_file():  # written whole (renamed into place) by this seed and renderer
+        return scene
+    image = render_scene(scene, camera, lights, rng=rng)
     partial = path.with_name(f".{path.name}.partial")
     Image.fromarray(image).save(partial, format="PNG", compress_level=3)
     os.replace(partial, path)
     return scene
+
+
+def _claim(image_dir: Path, split: str, owner: dict[str, Any]) -> bool:
+    """Whether the images in ``image_dir`` were all made by ``owner`` (seed and renderer), so they can be kept.
+
+    If not, the split's images are deleted before ``owner`` is recorded, so that an interrupted
+    run never leaves images of another seed under its name.
+    """
+    path = image_dir / _OWNER_FILE
+    try:
+        if json.loads(path.read_text()) == owner:
+            return True
+    except (FileNotFoundError, json.JSONDecodeError):
+        pass
+    for stale in image_dir.glob(f"*CLEVR_{split}_*.png*"):
+        stale.unlink()
+    _write_json(path, owner)
+    return False
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -957,9 +980,12 @@ def generate(
     """Writes a CLEVR-format data set to ``out/CLEVR_v1.0``.
 
     Every image is a deterministic function of ``(seed, split, index)``: the same call writes
-    the same bytes, whatever ``workers`` is (``info.date`` is left empty for that reason). Files
-    of the same names are replaced; each file is written under a temporary name and moved into
-    place, and a split's scenes file is written once all its images are.
+    the same bytes, whatever ``workers`` is (``info.date`` is left empty for that reason). Each
+    file is written under a temporary name and moved into place, and a split's scenes file is
+    written once all its images are. An interrupted call resumes: ``images/{split}/.generator.json``
+    records the seed and renderer version of the split's images; while it matches, images already
+    there are kept (their scenes are drawn again, which is cheap) and only missing ones are
+    rendered. Otherwise every ``CLEVR_{split}_*.png`` in that folder is deleted first.
 
     Args:
         out: Folder to write ``CLEVR_v1.0/images/{split}/`` and ``CLEVR_v1.0/scenes/`` into.
@@ -984,7 +1010,8 @@ def generate(
         for split, count in splits.items():
             image_dir = root / "images" / split
             image_dir.mkdir(parents=True, exist_ok=True)
-            jobs = [(seed, split, index, str(image_dir)) for index in range(count)]
+            keep = _claim(image_dir, split, {"seed": seed, "renderer": RENDERER_VERSION})
+            jobs = [(seed, split, index, str(image_dir), keep) for index in range(count)]
             results: Iterator[dict[str, Any]] = (
                 pool.imap(_make_image, jobs, chunksize=4) if pool else map(_make_image, jobs)
             )
