@@ -11,6 +11,7 @@ from idspn.metrics import (
     CLEVR_LAYOUT,
     ClevrAPAccumulator,
     ObjectLayout,
+    attribute_accuracy,
     average_precision,
     clevr_average_precision,
 )
@@ -251,3 +252,27 @@ def test_custom_layout_is_decoded() -> None:
     )
     ap = clevr_average_precision(pred, target, thresholds=(math.inf, 0.3), layout=layout)
     assert ap == {math.inf: pytest.approx(0.5), 0.3: pytest.approx(0.5)}
+
+
+def test_attribute_accuracy_pairs_objects_by_position_and_counts_each_group() -> None:
+    wrong_colour = B.clone()
+    wrong_colour[CLEVR_LAYOUT.attributes[1]] = torch.eye(8, dtype=torch.float64)[5]
+    wrong_shape_and_size = obj((0.6, -0.6, 0.1), (1, 7, 2, 1))  # C with shape 1 -> 2, size 0 -> 1
+    far_but_right = obj((0.9, 0.9, 0.9), (0, 1, 2, 0))  # A, far from where A is
+    target = sets([A, B, C], [A, B])
+    # Image 0: listed out of order, paired by position: A right, B wrong colour, C wrong shape and size.
+    # Image 1: one confident prediction (A, far away but nearest to A) and one unconfident slot.
+    pred = sets(
+        [wrong_shape_and_size, A, wrong_colour],
+        [far_but_right, with_confidence(B, 0.4)],
+    )
+    acc = attribute_accuracy(pred, target)
+    assert acc["count"] == pytest.approx(0.5)  # image 1 has one confident object for two
+    assert acc["group0"] == pytest.approx(1.0)  # material
+    assert acc["group1"] == pytest.approx(3 / 4)  # colour: B wrong
+    assert acc["group2"] == pytest.approx(3 / 4)  # shape: C wrong
+    assert acc["group3"] == pytest.approx(3 / 4)  # size: C wrong
+    assert acc["all"] == pytest.approx(2 / 4)
+    assert attribute_accuracy(target, target) == {"count": 1.0, "group0": 1.0, "group1": 1.0, "group2": 1.0, "group3": 1.0, "all": 1.0}
+    with pytest.raises(ValueError, match="same size"):
+        attribute_accuracy(pred[:, :2], target)

@@ -31,11 +31,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from idspn.matching import batched_assignment
+
 __all__ = [
     "CLEVR_AP_THRESHOLDS",
     "CLEVR_LAYOUT",
     "ClevrAPAccumulator",
     "ObjectLayout",
+    "attribute_accuracy",
     "average_precision",
     "clevr_average_precision",
 ]
@@ -283,3 +286,46 @@ def clevr_average_precision(
     accumulator = ClevrAPAccumulator(thresholds, layout)
     accumulator.update(pred, target)
     return accumulator.compute()
+
+
+@torch.no_grad()
+def attribute_accuracy(
+    pred: Tensor, target: Tensor, layout: ObjectLayout = CLEVR_LAYOUT
+) -> dict[str, float]:
+    """Where the errors behind a low AP are: object counts and each attribute group, objects paired by position.
+
+    In every image the confidently predicted objects (presence > 0.5) and the present ground-truth
+    objects are paired one-to-one with the least total 3d distance (Hungarian); objects left over
+    on the side with more are not paired. Unlike AP, this ignores the ranking and the distance.
+
+    Args:
+        pred: Predicted sets ``# (B, N, D)``.
+        target: Ground-truth sets ``# (B, N, D)``; objects with a non-zero presence flag count.
+        layout: Layout of the object vectors.
+
+    Returns:
+        ``"count"``: fraction of images with as many confident predictions as objects;
+        ``"group{i}"``: fraction of pairs whose attribute group ``i`` (``layout.attributes[i]``)
+        decodes to the target's; ``"all"``: fraction of pairs with every group right. NaN where
+        nothing was paired.
+    """
+    _check_sets(pred, target, layout)
+    if pred.shape[1] != target.shape[1]:
+        raise ValueError(f"pred and target must hold sets of the same size; got {pred.shape[1]} and {target.shape[1]}")
+    pred, target = pred.detach().float(), target.detach().float()
+    confident = pred[..., layout.presence] > 0.5  # (B, N)
+    present = target[..., layout.presence] != 0  # (B, N)
+    valid = confident.unsqueeze(2) & present.unsqueeze(1)  # (B, N, N)
+    distance = torch.cdist(pred[..., layout.coords], target[..., layout.coords])  # (B, N, N)
+    # Invalid pairs cost more than any valid one, so the assignment pairs as many valid ones as it can.
+    cost = torch.where(valid, distance, distance.new_tensor(1e6))  # (B, N, N)
+    col = batched_assignment(cost).to(pred.device)  # (B, N)
+    paired = valid.gather(2, col.unsqueeze(2)).squeeze(2)  # (B, N)
+    matched = target.gather(1, col.unsqueeze(2).expand_as(target))  # (B, N, D)
+    right = _decode_attributes(pred, layout) == _decode_attributes(matched, layout)  # (B, N, G)
+    right = right[paired]  # (P, G)
+    out = {"count": float((confident.sum(1) == present.sum(1)).double().mean())}
+    for i in range(right.shape[1]):
+        out[f"group{i}"] = float(right[:, i].double().mean()) if len(right) else math.nan
+    out["all"] = float(right.all(dim=1).double().mean()) if len(right) else math.nan
+    return out

@@ -7,6 +7,7 @@ from torch import nn
 from idspn.experiments.clevr.config import ClevrConfig
 from idspn.experiments.clevr.coords import targets_to_range
 from idspn.experiments.clevr.experiment import (
+    ACCURACY_METRICS,
     AP_METRICS,
     CLEVR,
     build_model,
@@ -73,8 +74,10 @@ def test_a_perfect_prediction_has_zero_loss_in_every_range_and_full_ap(smoke_cle
             outputs = clevr_eval_step(oracle, [images, targets], cfg)
         cfg.model.name = "idspn"
         metrics = clevr_summarize(outputs, cfg)
-        assert set(metrics) == {*AP_METRICS, "loss"}
-        assert all(metrics[m] == pytest.approx(1.0) for m in AP_METRICS) and metrics["loss"] == pytest.approx(0, abs=1e-9)
+        assert ACCURACY_METRICS == ("acc_count", "acc_material", "acc_color", "acc_shape", "acc_size", "acc_all")
+        assert set(metrics) == {*AP_METRICS, "loss", *ACCURACY_METRICS}
+        assert all(metrics[m] == pytest.approx(1.0) for m in (*AP_METRICS, *ACCURACY_METRICS))
+        assert metrics["loss"] == pytest.approx(0, abs=1e-9)
 
 
 def test_summarize_pools_the_whole_evaluation_set():

@@ -7,7 +7,7 @@ import pytest
 
 from idspn.experiments.cli import main
 from idspn.experiments.clevr.config import ClevrConfig
-from idspn.experiments.clevr.experiment import AP_METRICS, CLEVR
+from idspn.experiments.clevr.experiment import ACCURACY_METRICS, AP_METRICS, CLEVR
 from idspn.experiments.clevr.tables import table3_plan, table7_plan
 from idspn.experiments.config import load_config
 from idspn.experiments.engine import fit
@@ -19,7 +19,7 @@ def test_reproduce_smoke_writes_table_3_with_the_papers_numbers(tmp_path: Path, 
     data = json.loads((out / "results.json").read_text())
     assert data["reproduction"] == "clevr" and data["budget"] == "smoke" and len(data["runs"]) == 6
     for run in data["runs"]:
-        assert set(run["test"]) == {*AP_METRICS, "loss"} and run["column"] == "run"
+        assert set(run["test"]) == {*AP_METRICS, "loss", *ACCURACY_METRICS} and run["column"] == "run"
     cell = next(c for c in data["table"] if c["row"] == "idspn-128" and c["column"] == "ap_0.125")
     assert cell["paper"] == {"mean": 76.9, "std": 2.5} and cell["ours"]["n"] == 1
     md = (out / "results.md").read_text()
@@ -57,7 +57,7 @@ def test_one_step_of_the_paper_config_on_cpu(tmp_path: Path, smoke_clevr: Path):
     ])
     assert cfg.data.image_size == 128 and cfg.model.iters == 20 and cfg.model.iters_final == 40
     result = fit(CLEVR, cfg, tmp_path / "run", progress=False)
-    assert result is not None and result.steps == 1 and set(result.test) == {*AP_METRICS, "loss"}
+    assert result is not None and result.steps == 1 and set(result.test) == {*AP_METRICS, "loss", *ACCURACY_METRICS}
 
 
 def test_data_command_generates_clevr_v1_layout(tmp_path: Path, smoke_clevr: Path, capsys):

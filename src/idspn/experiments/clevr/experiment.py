@@ -13,7 +13,10 @@ evaluation at 10 steps of Tables 9 and 10.
 Metric: average precision at the distance thresholds of Table 3 with Slot Attention's semantics
 (:mod:`idspn.metrics`), computed in ``summarize`` over the predictions of the *whole* evaluation
 set (all processes gathered), never per batch. Metric names: ``ap_inf``, ``ap_1``, ``ap_0.5``,
-``ap_0.25``, ``ap_0.125``, ``ap_0.0625`` (fractions in [0, 1]) and ``loss``.
+``ap_0.25``, ``ap_0.125``, ``ap_0.0625`` (fractions in [0, 1]) and ``loss``. Alongside, to show
+which part of a prediction fails (:func:`idspn.metrics.attribute_accuracy`): ``acc_count`` (images
+with the right number of confident objects) and, over objects paired by position, ``acc_material``,
+``acc_color``, ``acc_shape``, ``acc_size`` and ``acc_all``.
 """
 
 from __future__ import annotations
@@ -30,14 +33,15 @@ from idspn.experiments.clevr.config import ClevrConfig
 from idspn.experiments.clevr.coords import from_range, targets_to_range, to_range
 from idspn.experiments.clevr.data import build_data
 from idspn.experiments.clevr.models import ClevrIDSPN
-from idspn.experiments.clevr.scenes import MAX_OBJECTS, SET_DIM
+from idspn.experiments.clevr.scenes import ATTRIBUTES, MAX_OBJECTS, SET_DIM
 from idspn.experiments.clevr.slot_attention import SlotAttentionPredictor, SlotMLPPredictor
 from idspn.experiments.spec import Experiment
-from idspn.metrics import CLEVR_AP_THRESHOLDS, clevr_average_precision
+from idspn.metrics import CLEVR_AP_THRESHOLDS, attribute_accuracy, clevr_average_precision
 
 __all__ = [
     "ClevrModelEntry",
     "CLEVR_MODELS",
+    "ACCURACY_METRICS",
     "AP_METRICS",
     "ap_metric_name",
     "build_model",
@@ -108,6 +112,8 @@ def ap_metric_name(threshold: float) -> str:
 
 
 AP_METRICS: tuple[str, ...] = tuple(ap_metric_name(t) for t in CLEVR_AP_THRESHOLDS)
+_ACCURACY_NAMES = {"count": "count"} | {f"group{i}": name for i, (name, _) in enumerate(ATTRIBUTES)} | {"all": "all"}
+ACCURACY_METRICS: tuple[str, ...] = tuple(f"acc_{name}" for name in _ACCURACY_NAMES.values())
 
 
 def build_model(cfg: ClevrConfig) -> nn.Module:
@@ -181,6 +187,8 @@ def clevr_summarize(outputs: dict[str, Tensor], cfg: ClevrConfig) -> dict[str, f
     """AP at every threshold over the whole evaluation set (Slot Attention's semantics) and the mean loss."""
     ap = clevr_average_precision(outputs["pred"], outputs["target"], CLEVR_AP_THRESHOLDS)
     metrics = {ap_metric_name(t): value for t, value in ap.items()}
+    accuracy = attribute_accuracy(outputs["pred"], outputs["target"])
+    metrics |= {f"acc_{_ACCURACY_NAMES[key]}": value for key, value in accuracy.items()}
     metrics["loss"] = float(outputs["loss"].double().mean())
     return metrics
 
