@@ -274,5 +274,13 @@ def test_attribute_accuracy_pairs_objects_by_position_and_counts_each_group() ->
     assert acc["group3"] == pytest.approx(3 / 4)  # size: C wrong
     assert acc["all"] == pytest.approx(2 / 4)
     assert attribute_accuracy(target, target) == {"count": 1.0, "group0": 1.0, "group1": 1.0, "group2": 1.0, "group3": 1.0, "all": 1.0}
-    with pytest.raises(ValueError, match="same size"):
-        attribute_accuracy(pred[:, :2], target)
+    # Fewer slots than objects: padded, the missing objects count against the object count only.
+    fewer = attribute_accuracy(pred[:, :2], target)
+    assert fewer["count"] == 0.0 and fewer["group1"] == 1.0  # the wrong-colour B is cut off
+    assert fewer["group2"] == pytest.approx(2 / 3) and fewer["all"] == pytest.approx(2 / 3)  # C's shape
+    # A diverged slot (NaN / inf coordinates) is far from everything, not a crash.
+    diverged = pred.clone()
+    diverged[0, 1, CLEVR_LAYOUT.coords] = torch.tensor([math.nan, math.inf, 0.0], dtype=torch.float64)
+    assert attribute_accuracy(diverged, target)["count"] == pytest.approx(0.5)
+    nothing = attribute_accuracy(with_confidence(A, 0.0).expand(1, 2, -1), target[:1])
+    assert nothing["count"] == 0.0 and math.isnan(nothing["all"])

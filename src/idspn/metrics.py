@@ -21,6 +21,9 @@ its own instead of the whole evaluation set. ``ClevrAPAccumulator`` pools every 
 
 Ties in confidence are broken by the order of arrival (image, then slot), so streaming batches
 through the accumulator gives exactly the one-shot result.
+
+``attribute_accuracy`` reads a low AP: how often the object count and each attribute group are
+right, objects paired by position.
 """
 
 import math
@@ -297,10 +300,11 @@ def attribute_accuracy(
     In every image the confidently predicted objects (presence > 0.5) and the present ground-truth
     objects are paired one-to-one with the least total 3d distance (Hungarian); objects left over
     on the side with more are not paired. Unlike AP, this ignores the ranking and the distance.
+    Non-finite coordinates (a diverged model) count as far from everything, never as an error.
 
     Args:
         pred: Predicted sets ``# (B, N, D)``.
-        target: Ground-truth sets ``# (B, N, D)``; objects with a non-zero presence flag count.
+        target: Ground-truth sets ``# (B, M, D)``; objects with a non-zero presence flag count.
         layout: Layout of the object vectors.
 
     Returns:
@@ -310,19 +314,20 @@ def attribute_accuracy(
         nothing was paired.
     """
     _check_sets(pred, target, layout)
-    if pred.shape[1] != target.shape[1]:
-        raise ValueError(f"pred and target must hold sets of the same size; got {pred.shape[1]} and {target.shape[1]}")
-    pred, target = pred.detach().float(), target.detach().float()
-    confident = pred[..., layout.presence] > 0.5  # (B, N)
-    present = target[..., layout.presence] != 0  # (B, N)
-    valid = confident.unsqueeze(2) & present.unsqueeze(1)  # (B, N, N)
-    distance = torch.cdist(pred[..., layout.coords], target[..., layout.coords])  # (B, N, N)
-    # Invalid pairs cost more than any valid one, so the assignment pairs as many valid ones as it can.
-    cost = torch.where(valid, distance, distance.new_tensor(1e6))  # (B, N, N)
-    col = batched_assignment(cost).to(pred.device)  # (B, N)
-    paired = valid.gather(2, col.unsqueeze(2)).squeeze(2)  # (B, N)
-    matched = target.gather(1, col.unsqueeze(2).expand_as(target))  # (B, N, D)
-    right = _decode_attributes(pred, layout) == _decode_attributes(matched, layout)  # (B, N, G)
+    size = max(pred.shape[1], target.shape[1])  # pad both to (B, size, D) with absent objects
+    pred = torch.nn.functional.pad(pred.float(), (0, 0, 0, size - pred.shape[1]))  # (B, S, D)
+    target = torch.nn.functional.pad(target.float(), (0, 0, 0, size - target.shape[1]))  # (B, S, D)
+    confident = pred[..., layout.presence] > 0.5  # (B, S)
+    present = target[..., layout.presence] != 0  # (B, S)
+    valid = confident.unsqueeze(2) & present.unsqueeze(1)  # (B, S, S)
+    far = 1e3  # farther than any finite pair of real objects; invalid pairs cost more than S such pairs
+    distance = torch.cdist(pred[..., layout.coords], target[..., layout.coords])  # (B, S, S)
+    distance = torch.nan_to_num(distance, nan=far, posinf=far).clamp_max(far)
+    cost = torch.where(valid, distance, distance.new_tensor(far * (size + 1)))  # (B, S, S)
+    col = batched_assignment(cost)  # (B, S)
+    paired = valid.gather(2, col.unsqueeze(2)).squeeze(2)  # (B, S)
+    matched = target.gather(1, col.unsqueeze(2).expand_as(target))  # (B, S, D)
+    right = _decode_attributes(pred, layout) == _decode_attributes(matched, layout)  # (B, S, G)
     right = right[paired]  # (P, G)
     out = {"count": float((confident.sum(1) == present.sum(1)).double().mean())}
     for i in range(right.shape[1]):

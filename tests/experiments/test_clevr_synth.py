@@ -87,6 +87,34 @@ def test_generate_resumes_with_the_same_seed_and_starts_over_with_another(
     assert rendered == [0, 1]
 
 
+def test_generate_never_pairs_old_scenes_with_new_images_and_keeps_unrecorded_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenes = tmp_path / "CLEVR_v1.0/scenes/CLEVR_val_scenes.json"
+    generate(tmp_path, {"val": 2}, seed=0, progress=False)
+    assert scenes.is_file()
+    render, calls = synth.render_scene, []
+
+    def interrupted_render(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(synth, "render_scene", interrupted_render)
+    with pytest.raises(KeyboardInterrupt):
+        generate(tmp_path, {"val": 2}, seed=1, progress=False)
+    assert not scenes.exists()  # seed 0's scenes are gone with seed 0's images
+    monkeypatch.setattr(synth, "render_scene", render)
+
+    foreign = tmp_path / "real/CLEVR_v1.0/images/val"
+    foreign.mkdir(parents=True)
+    (foreign / "CLEVR_val_000000.png").write_bytes(b"real CLEVR")
+    with pytest.raises(ValueError, match="did not record making"):
+        generate(tmp_path / "real", {"val": 1}, seed=0, progress=False)
+    assert (foreign / "CLEVR_val_000000.png").read_bytes() == b"real CLEVR"
+
+
 def test_files_have_the_v1_layout_and_the_loader_reads_them(generated: Path) -> None:
     data = json.loads((generated / "CLEVR_v1.0/scenes/CLEVR_val_scenes.json").read_text())
     assert set(data) == {"info", "scenes"}

@@ -33,7 +33,7 @@ from idspn.experiments.clevr.config import ClevrConfig
 from idspn.experiments.clevr.coords import from_range, targets_to_range, to_range
 from idspn.experiments.clevr.data import build_data
 from idspn.experiments.clevr.models import ClevrIDSPN
-from idspn.experiments.clevr.scenes import ATTRIBUTES, MAX_OBJECTS, SET_DIM
+from idspn.experiments.clevr.scenes import ATTRIBUTES, LAYOUT, MAX_OBJECTS, SET_DIM
 from idspn.experiments.clevr.slot_attention import SlotAttentionPredictor, SlotMLPPredictor
 from idspn.experiments.spec import Experiment
 from idspn.metrics import CLEVR_AP_THRESHOLDS, attribute_accuracy, clevr_average_precision
@@ -112,7 +112,12 @@ def ap_metric_name(threshold: float) -> str:
 
 
 AP_METRICS: tuple[str, ...] = tuple(ap_metric_name(t) for t in CLEVR_AP_THRESHOLDS)
-_ACCURACY_NAMES = {"count": "count"} | {f"group{i}": name for i, (name, _) in enumerate(ATTRIBUTES)} | {"all": "all"}
+# attribute_accuracy's keys -> metric names; LAYOUT.attributes is in the order of ATTRIBUTES (scenes.py)
+_ACCURACY_NAMES = {
+    "count": "count",
+    **{f"group{i}": name for i, ((name, _), _) in enumerate(zip(ATTRIBUTES, LAYOUT.attributes, strict=True))},
+    "all": "all",
+}
 ACCURACY_METRICS: tuple[str, ...] = tuple(f"acc_{name}" for name in _ACCURACY_NAMES.values())
 
 
@@ -184,7 +189,7 @@ def clevr_eval_step(model: nn.Module, batch: list[Tensor], cfg: ClevrConfig) -> 
 
 
 def clevr_summarize(outputs: dict[str, Tensor], cfg: ClevrConfig) -> dict[str, float]:
-    """AP at every threshold over the whole evaluation set (Slot Attention's semantics) and the mean loss."""
+    """AP at every threshold over the whole evaluation set (Slot Attention's semantics), the mean loss and the ``acc_*`` accuracies."""
     ap = clevr_average_precision(outputs["pred"], outputs["target"], CLEVR_AP_THRESHOLDS)
     metrics = {ap_metric_name(t): value for t, value in ap.items()}
     accuracy = attribute_accuracy(outputs["pred"], outputs["target"])

@@ -946,19 +946,26 @@ def _make_image(job: tuple[int, str, int, str, bool]) -> dict[str, Any]:
 
 
 def _claim(image_dir: Path, split: str, owner: dict[str, Any]) -> bool:
-    """Whether the images in ``image_dir`` were all made by ``owner`` (seed and renderer), so they can be kept.
+    """Whether the split's images in ``image_dir`` were made by ``owner`` (seed and renderer), so they can be kept.
 
-    If not, the split's images are deleted before ``owner`` is recorded, so that an interrupted
-    run never leaves images of another seed under its name.
+    Images recorded as made by another seed or renderer are deleted before ``owner`` is recorded,
+    so an interrupted run never leaves them under its name. Images with no record (e.g. real
+    CLEVR) are never deleted: ValueError.
     """
     path = image_dir / _OWNER_FILE
-    try:
-        if json.loads(path.read_text()) == owner:
-            return True
-    except (FileNotFoundError, json.JSONDecodeError):
-        pass
-    for stale in image_dir.glob(f"*CLEVR_{split}_*.png*"):
-        stale.unlink()
+    if path.is_file():
+        try:
+            if json.loads(path.read_text()) == owner:
+                return True
+        except json.JSONDecodeError:
+            pass
+        for stale in [*image_dir.glob(f"CLEVR_{split}_[0-9]*.png"), *image_dir.glob(f".CLEVR_{split}_*.png.partial")]:
+            stale.unlink()
+    elif next(image_dir.glob(f"CLEVR_{split}_[0-9]*.png"), None) is not None:
+        raise ValueError(
+            f"out: {image_dir} already holds CLEVR images that this generator did not record making "
+            f"(no {_OWNER_FILE}); generate into another folder, or delete them first"
+        )
     _write_json(path, owner)
     return False
 
@@ -985,7 +992,9 @@ def generate(
     written once all its images are. An interrupted call resumes: ``images/{split}/.generator.json``
     records the seed and renderer version of the split's images; while it matches, images already
     there are kept (their scenes are drawn again, which is cheap) and only missing ones are
-    rendered. Otherwise every ``CLEVR_{split}_*.png`` in that folder is deleted first.
+    rendered. If it names another seed or renderer, the split's images are deleted first; images
+    with no such record (e.g. real CLEVR) are never touched: ValueError. A split's scenes file is
+    removed when its generation starts, so an interrupted run never pairs old scenes with new images.
 
     Args:
         out: Folder to write ``CLEVR_v1.0/images/{split}/`` and ``CLEVR_v1.0/scenes/`` into.
@@ -1011,6 +1020,8 @@ def generate(
             image_dir = root / "images" / split
             image_dir.mkdir(parents=True, exist_ok=True)
             keep = _claim(image_dir, split, {"seed": seed, "renderer": RENDERER_VERSION})
+            scenes_path = root / "scenes" / f"CLEVR_{split}_scenes.json"
+            scenes_path.unlink(missing_ok=True)  # rewritten below once every image is there
             jobs = [(seed, split, index, str(image_dir), keep) for index in range(count)]
             results: Iterator[dict[str, Any]] = (
                 pool.imap(_make_image, jobs, chunksize=4) if pool else map(_make_image, jobs)
@@ -1019,5 +1030,4 @@ def generate(
                 tqdm(results, total=count, desc=f"CLEVR {split}", unit="img", disable=not progress)
             )
             info = {"date": "", "version": "1.0", "split": split, "license": LICENSE}
-            scenes_path = root / "scenes" / f"CLEVR_{split}_scenes.json"
             _write_json(scenes_path, {"info": info, "scenes": scenes})

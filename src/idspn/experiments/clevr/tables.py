@@ -16,9 +16,10 @@ the same data share them):
   Slot Attention / Slot MLP 6,400 steps, one run after the other with both cores each, which take
   about the same wall time on a 2-core CPU (measured alone at 0.46 s per iDSPN step and 0.44 s per
   Slot Attention step, docs/clevr.md). With 4,000 scenes iDSPN overfit (evaluation loss flat while
-  the training loss halved), hence the 12,000. Every schedule is the paper's, shrunk in proportion: iDSPN switches
-  20 -> 40 inner steps at half and drops the learning rate x0.1 for the last tenth; Slot Attention
-  warms up for the first 5% and halves its learning rate at 25%, 50% and 75%.
+  the training loss halved), hence the 12,000. Every schedule is the paper's, shrunk in
+  proportion: iDSPN switches 20 -> 40 inner steps at half and drops the learning rate x0.1 for the
+  last tenth; Slot Attention warms up for the first 5% and halves its learning rate at 25%, 50%
+  and 75%.
 * ``paper``: real CLEVR (``data.root=CLEVR_v1.0``: run from the folder that holds it, or link it
   there), the paper's hyperparameters, 8 seeds. iDSPN: 100 epochs at batch 128 (54,688 steps),
   learning rate x0.1 after 90 epochs, 20 -> 40 inner steps after 50. Slot Attention and Slot MLP:
