@@ -284,3 +284,13 @@ def test_attribute_accuracy_pairs_objects_by_position_and_counts_each_group() ->
     assert attribute_accuracy(diverged, target)["count"] == pytest.approx(0.5)
     nothing = attribute_accuracy(with_confidence(A, 0.0).expand(1, 2, -1), target[:1])
     assert nothing["count"] == 0.0 and math.isnan(nothing["all"])
+
+
+def test_attribute_accuracy_names_its_groups_and_rejects_bad_names() -> None:
+    target = sets([A, B, C])
+    names = ("material", "color", "shape", "size")
+    assert attribute_accuracy(target, target, names=names) == {"count": 1.0, **dict.fromkeys(names, 1.0), "all": 1.0}
+    with pytest.raises(ValueError, match="names"):
+        attribute_accuracy(target, target, names=names[:3])
+    with pytest.raises(ValueError, match="names"):
+        attribute_accuracy(target, target, names=("material", "color", "shape", "all"))

@@ -293,7 +293,7 @@ def clevr_average_precision(
 
 @torch.no_grad()
 def attribute_accuracy(
-    pred: Tensor, target: Tensor, layout: ObjectLayout = CLEVR_LAYOUT
+    pred: Tensor, target: Tensor, layout: ObjectLayout = CLEVR_LAYOUT, names: Sequence[str] | None = None
 ) -> dict[str, float]:
     """Where the errors behind a low AP are: object counts and each attribute group, objects paired by position.
 
@@ -306,14 +306,21 @@ def attribute_accuracy(
         pred: Predicted sets ``# (B, N, D)``.
         target: Ground-truth sets ``# (B, M, D)``; objects with a non-zero presence flag count.
         layout: Layout of the object vectors.
+        names: Key of each attribute group, in the order of ``layout.attributes`` (default
+            ``"group0"``, ``"group1"``, ...).
 
     Returns:
-        ``"count"``: fraction of images with as many confident predictions as objects;
-        ``"group{i}"``: fraction of pairs whose attribute group ``i`` (``layout.attributes[i]``)
-        decodes to the target's; ``"all"``: fraction of pairs with every group right. NaN where
-        nothing was paired.
+        ``"count"``: fraction of images with as many confident predictions as objects; per group
+        name: fraction of pairs whose attribute group decodes to the target's; ``"all"``: fraction
+        of pairs with every group right. NaN where nothing was paired.
     """
     _check_sets(pred, target, layout)
+    names = [f"group{i}" for i in range(len(layout.attributes))] if names is None else list(names)
+    if len(names) != len(layout.attributes) or {"count", "all"} & set(names):
+        raise ValueError(
+            f"names must give the {len(layout.attributes)} attribute groups distinct keys other than "
+            f"'count' and 'all'; got {names}"
+        )
     size = max(pred.shape[1], target.shape[1])  # pad both to (B, size, D) with absent objects
     pred = torch.nn.functional.pad(pred.float(), (0, 0, 0, size - pred.shape[1]))  # (B, S, D)
     target = torch.nn.functional.pad(target.float(), (0, 0, 0, size - target.shape[1]))  # (B, S, D)
@@ -330,7 +337,7 @@ def attribute_accuracy(
     right = _decode_attributes(pred, layout) == _decode_attributes(matched, layout)  # (B, S, G)
     right = right[paired]  # (P, G)
     out = {"count": float((confident.sum(1) == present.sum(1)).double().mean())}
-    for i in range(right.shape[1]):
-        out[f"group{i}"] = float(right[:, i].double().mean()) if len(right) else math.nan
+    for i, name in enumerate(names):
+        out[name] = float(right[:, i].double().mean()) if len(right) else math.nan
     out["all"] = float(right.all(dim=1).double().mean()) if len(right) else math.nan
     return out

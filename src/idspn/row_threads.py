@@ -37,8 +37,8 @@ def run_spans(work: Callable[[slice], None], spans: list[slice]) -> None:
         return
     with _POOL_LOCK:
         if _POOL_SIZE < len(spans):
-            if _POOL is not None:
-                _POOL.shutdown(wait=False)
+            # Not shut down: another thread may still be mapping on the old pool; its idle workers
+            # exit once it is garbage-collected.
             _POOL, _POOL_SIZE = ThreadPoolExecutor(max_workers=len(spans), thread_name_prefix="idspn-rows"), len(spans)
         pool = _POOL
     list(pool.map(work, spans))

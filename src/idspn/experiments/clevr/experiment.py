@@ -112,13 +112,8 @@ def ap_metric_name(threshold: float) -> str:
 
 
 AP_METRICS: tuple[str, ...] = tuple(ap_metric_name(t) for t in CLEVR_AP_THRESHOLDS)
-# attribute_accuracy's keys -> metric names; LAYOUT.attributes is in the order of ATTRIBUTES (scenes.py)
-_ACCURACY_NAMES = {
-    "count": "count",
-    **{f"group{i}": name for i, ((name, _), _) in enumerate(zip(ATTRIBUTES, LAYOUT.attributes, strict=True))},
-    "all": "all",
-}
-ACCURACY_METRICS: tuple[str, ...] = tuple(f"acc_{name}" for name in _ACCURACY_NAMES.values())
+_ATTRIBUTE_NAMES = tuple(name for name, _ in ATTRIBUTES)  # in the order of LAYOUT.attributes
+ACCURACY_METRICS: tuple[str, ...] = tuple(f"acc_{key}" for key in ("count", *_ATTRIBUTE_NAMES, "all"))
 
 
 def build_model(cfg: ClevrConfig) -> nn.Module:
@@ -189,11 +184,12 @@ def clevr_eval_step(model: nn.Module, batch: list[Tensor], cfg: ClevrConfig) -> 
 
 
 def clevr_summarize(outputs: dict[str, Tensor], cfg: ClevrConfig) -> dict[str, float]:
-    """AP at every threshold over the whole evaluation set (Slot Attention's semantics), the mean loss and the ``acc_*`` accuracies."""
+    """AP at every threshold over the whole evaluation set (Slot Attention's semantics), the mean
+    loss and the ``acc_*`` accuracies."""
     ap = clevr_average_precision(outputs["pred"], outputs["target"], CLEVR_AP_THRESHOLDS)
     metrics = {ap_metric_name(t): value for t, value in ap.items()}
-    accuracy = attribute_accuracy(outputs["pred"], outputs["target"])
-    metrics |= {f"acc_{_ACCURACY_NAMES[key]}": value for key, value in accuracy.items()}
+    accuracy = attribute_accuracy(outputs["pred"], outputs["target"], LAYOUT, _ATTRIBUTE_NAMES)
+    metrics |= {f"acc_{key}": value for key, value in accuracy.items()}
     metrics["loss"] = float(outputs["loss"].double().mean())
     return metrics
 

@@ -33,7 +33,6 @@ import contextlib
 import json
 import math
 import multiprocessing
-import os
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -43,6 +42,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from idspn.experiments.checkpoint import atomic_write, atomic_write_json, atomic_write_text
 
 __all__ = [
     "CAMERA_JITTER",
@@ -938,10 +939,8 @@ def _make_image(job: tuple[int, str, int, str, bool]) -> dict[str, Any]:
     path = Path(image_dir) / scene["image_filename"]
     if keep_existing and path.is_file():  # written whole (renamed into place) by this seed and renderer
         return scene
-    image = render_scene(scene, camera, lights, rng=rng)
-    partial = path.with_name(f".{path.name}.partial")
-    Image.fromarray(image).save(partial, format="PNG", compress_level=3)
-    os.replace(partial, path)
+    image = Image.fromarray(render_scene(scene, camera, lights, rng=rng))
+    atomic_write(path, lambda f: image.save(f, format="PNG", compress_level=3))
     return scene
 
 
@@ -959,22 +958,15 @@ def _claim(image_dir: Path, split: str, owner: dict[str, Any]) -> bool:
                 return True
         except json.JSONDecodeError:
             pass
-        for stale in [*image_dir.glob(f"CLEVR_{split}_[0-9]*.png"), *image_dir.glob(f".CLEVR_{split}_*.png.partial")]:
+        for stale in [*image_dir.glob(f"CLEVR_{split}_[0-9]*.png"), *image_dir.glob(f".CLEVR_{split}_*.png.*.tmp")]:
             stale.unlink()
     elif next(image_dir.glob(f"CLEVR_{split}_[0-9]*.png"), None) is not None:
         raise ValueError(
             f"out: {image_dir} already holds CLEVR images that this generator did not record making "
             f"(no {_OWNER_FILE}); generate into another folder, or delete them first"
         )
-    _write_json(path, owner)
+    atomic_write_json(path, owner)
     return False
-
-
-def _write_json(path: Path, data: Any) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    with partial.open("w") as f:
-        json.dump(data, f)
-    os.replace(partial, path)
 
 
 def generate(
@@ -1030,4 +1022,4 @@ def generate(
                 tqdm(results, total=count, desc=f"CLEVR {split}", unit="img", disable=not progress)
             )
             info = {"date": "", "version": "1.0", "split": split, "license": LICENSE}
-            _write_json(scenes_path, {"info": info, "scenes": scenes})
+            atomic_write_text(scenes_path, json.dumps({"info": info, "scenes": scenes}))  # compact, as CLEVR's

@@ -15,9 +15,9 @@ the same data share them):
 * ``small``: 12,000 + 500 generated scenes at 64 px, batch 32; iDSPN 6,000 steps (16 epochs) and
   Slot Attention / Slot MLP 6,400 steps, one run after the other with both cores each, which take
   about the same wall time on a 2-core CPU (0.35 s per iDSPN step and 0.36 s per Slot Attention
-  step in the run of docs/clevr.md, 36 and 39 min). With 4,000 scenes iDSPN overfit (evaluation loss flat while
-  the training loss halved), hence the 12,000. Every schedule is the paper's, shrunk in
-  proportion: iDSPN switches 20 -> 40 inner steps at half and drops the learning rate x0.1 for the
+  step in the run of docs/clevr.md, 36 and 39 min). With 4,000 scenes iDSPN overfit (evaluation
+  loss flat while the training loss halved), hence the 12,000. Every schedule is the paper's,
+  shrunk in proportion: iDSPN switches 20 -> 40 inner steps at half and drops the learning rate x0.1 for the
   last tenth; Slot Attention warms up for the first 5% and halves its learning rate at 25%, 50%
   and 75%.
 * ``paper``: real CLEVR (``data.root=CLEVR_v1.0``: run from the folder that holds it, or link it
