@@ -10,11 +10,15 @@ issue names (batch 128):
 
 ``approx`` and ``cg`` use Nesterov momentum 0.9 (iDSPN), ``unroll`` momentum 0 (DSPN), as in the
 paper; numbering clips iDSPN's inner gradient at norm 40. ``cg`` cannot be combined with a projection
-and is skipped for numbering. Times are medians over repeated steps, all in this one process.
+and is skipped for numbering. Times are medians over repeated steps, all in this one process; the
+backward modes of one task and ``iters`` are timed in turn, round after round, so that a change in
+the machine's speed during the run (a shared virtual machine's neighbours) affects all of them alike.
 Peak memory is the growth of the resident set during one step after a warm-up step, measured in a
 fresh single-threaded subprocess per configuration with the kernel's peak-RSS counter reset before
-the step (CUDA: ``torch.cuda.max_memory_allocated``). Finally the inner loop's FLOP rate is
-compared with plain matrix products of the same shapes.
+the step (CUDA: ``torch.cuda.max_memory_allocated``). Finally one inner step (no grad) is compared
+with plain matrix products of the same shapes (its FLOP rate) and broken down into its parts, again
+timed in turn; the parts are timed on their own, so "the rest" also holds what they lose to each
+other inside the loop (caches, threads).
 
 Usage: ``python benchmarks/step_benchmark.py [--quick] [--out docs/benchmarks.md] [--device cpu]``
 """
@@ -35,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from idspn import IDSPN, FSEncoder, hungarian_loss
+from idspn.sorting import set_dim_outermost
 
 BATCH = 128
 # The original code measured on this machine (torch 2.13, CPU, 2 threads, batch 128): s / step.
@@ -119,16 +124,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_step(setup: Setup, device: torch.device, repeats: int) -> float:
-    setup.step()  # warm-up
-    times = []
+def time_in_turn(steps: dict[str, Callable[[], object]], device: torch.device, repeats: int) -> dict[str, float]:
+    """Median seconds of each callable, timed one after the other in ``repeats`` rounds."""
+    for step in steps.values():
+        step()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        setup.step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, step in steps.items():
+            _sync(device)
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def steal_ticks() -> int | None:
+    """CPU time the hypervisor gave to other guests so far (``/proc/stat``), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _status_bytes(field: str) -> int:
@@ -179,40 +197,60 @@ def peak_memory(task: str, backward: str, iters: int, device: torch.device) -> f
     return value / 2**20
 
 
-def flop_rate_ratio(setup: Setup, device: torch.device, repeats: int) -> tuple[float, float, float]:
-    """(inner-step ms, matmul-only ms, ratio) for one no-grad inner step vs its matrix products."""
+def inner_step_parts(setup: Setup, device: torch.device, repeats: int) -> dict[str, float]:
+    """Milliseconds of one no-grad inner step, of its matrix products alone, of FSPool's weights and
+    of the projection, timed in turn (the parts on inputs of the loop's shapes and memory layout)."""
     decoder = setup.decoder
-    n, d = decoder.set_size, decoder.set_dim
-    z = torch.randn(BATCH, decoder.encoder.latent_dim, device=device)
+    encoder = decoder.encoder
+    n, d, latent = decoder.set_size, decoder.set_dim, encoder.latent_dim
+    z = torch.randn(BATCH, latent, device=device)
     y0 = torch.randn(BATCH, n, d, device=device) * 0.3
     fixed = None
     if decoder.fixed_dim:
         fixed = F.one_hot(torch.randint(0, decoder.fixed_dim, (BATCH, n), device=device), decoder.fixed_dim).float()
     problem = decoder.problem(z, y0, fixed)
     iters = 10
-    with torch.no_grad():
-        decoder.optimizer.run(problem, y0, 2)
-        inner = []
-        for _ in range(repeats):
-            _sync(device)
-            start = time.perf_counter()
-            decoder.optimizer.run(problem, y0, iters)
-            _sync(device)
-            inner.append((time.perf_counter() - start) / iters)
-        mats = [(torch.randn(r, i, device=device), torch.randn(i, o, device=device)) for r, i, o in setup.inner_shapes]
+    mats = [(torch.randn(r, i, device=device), torch.randn(i, o, device=device)) for r, i, o in setup.inner_shapes]
+    # FSEncoder.value_and_vjp lays the element features out set-outermost or set-innermost in memory
+    if set_dim_outermost(n):
+        h = torch.randn(n, BATCH, latent, device=device).transpose(0, 1)  # (B, N, L)
+    else:
+        h = torch.randn(latent, BATCH, n, device=device).permute(1, 2, 0)  # (B, N, L)
+
+    def matmuls() -> None:
         for a, b in mats:
             a @ b
-        plain = []
-        for _ in range(repeats):
-            _sync(device)
-            start = time.perf_counter()
+
+    parts: dict[str, Callable[[], object]] = {
+        "inner step": lambda: decoder.optimizer.run(problem, y0, iters),
+        "matrix products": lambda: [matmuls() for _ in range(iters)],
+        "FSPool weights": lambda: [encoder.pool.element_weights(h) for _ in range(iters)],
+    }
+    if decoder.optimizer.projection is not None:
+        parts["projection"] = lambda: [decoder.optimizer.projection(y0) for _ in range(iters)]
+
+    def differentiable_weights() -> None:  # not a part of the step: the path a training graph takes
+        with torch.enable_grad():
             for _ in range(iters):
-                for a, b in mats:
-                    a @ b
-            _sync(device)
-            plain.append((time.perf_counter() - start) / iters)
-    t_inner, t_plain = statistics.median(inner), statistics.median(plain)
-    return t_inner * 1e3, t_plain * 1e3, t_plain / t_inner
+                encoder.pool.element_weights(h)
+
+    parts[DIFFERENTIABLE] = differentiable_weights
+    with torch.no_grad():
+        seconds = time_in_turn(parts, device, repeats)
+    return {name: 1e3 * t / iters for name, t in seconds.items()}
+
+
+DIFFERENTIABLE = "FSPool weights with grad"
+
+
+def describe_parts(task: str, ms: dict[str, float]) -> str:
+    inner, plain = ms["inner step"], ms["matrix products"]
+    named = [name for name in ms if name not in ("inner step", DIFFERENTIABLE)]
+    rest = inner - sum(ms[name] for name in named)
+    pieces = " + ".join(f"{name} {ms[name]:.1f}" for name in named)
+    return (f"- {task}: one inner step {inner:.1f} ms = {pieces} + the rest {rest:.1f} ms; "
+            f"FLOP rate {100 * plain / inner:.0f}% of plain matmul. FSPool weights with grad (ranks, "
+            f"then a differentiable gather, as in training graphs): {ms[DIFFERENTIABLE]:.1f} ms")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -228,20 +266,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.iters, args.repeats, args.no_memory = [10, 20], 2, True
     device = torch.device(args.device)
+    steal_before, wall_before = steal_ticks(), time.time()
     rows, raw = [], []
     for task in TASKS:
         for iters in args.iters:
-            for backward in ("approx", "cg", "unroll"):
-                if task == "numbering" and backward == "cg":
-                    continue
-                setup = TASKS[task](backward, iters, device)
-                seconds = time_step(setup, device, args.repeats)
+            modes = [b for b in ("approx", "cg", "unroll") if not (task == "numbering" and b == "cg")]
+            setups = {b: TASKS[task](b, iters, device) for b in modes}
+            seconds = time_in_turn({b: setup.step for b, setup in setups.items()}, device, args.repeats)
+            del setups
+            for backward in modes:
                 mem = None if args.no_memory else peak_memory(task, backward, iters, device)
                 original = ORIGINAL_S_PER_STEP.get((task, backward, iters))
-                raw.append(dict(task=task, backward=backward, iters=iters, s_per_step=seconds, peak_mib=mem, original=original))
-                speedup = "" if original is None else f"{original / seconds:.2f}x"
+                raw.append(dict(task=task, backward=backward, iters=iters, s_per_step=seconds[backward],
+                                peak_mib=mem, original=original))
+                speedup = "" if original is None else f"{original / seconds[backward]:.2f}x"
                 mem_text = "-" if mem is None else f"{mem:.0f}"
-                rows.append(f"| {task} | {backward} | {iters} | {seconds:.3f} | {mem_text} | {original or '-'} | {speedup} |")
+                rows.append(f"| {task} | {backward} | {iters} | {seconds[backward]:.3f} | {mem_text} | "
+                            f"{original or '-'} | {speedup} |")
                 print(rows[-1], flush=True)
     lines = [
         f"Command: `python benchmarks/step_benchmark.py --iters {' '.join(map(str, args.iters))} "
@@ -255,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     ratios = []
     for task in TASKS:
-        by = {(r["backward"], r["iters"]): r for r in raw if r["task"] == task}
+        by = {(r["backward"], r["iters"]): r for r in raw if r["task"] == task and "backward" in r}
         if ("approx", 20) in by and ("unroll", 20) in by:
             ratios.append(f"- {task}: approx / unroll step time at iters=20: "
                           f"{by['approx', 20]['s_per_step'] / by['unroll', 20]['s_per_step']:.2f}")
@@ -264,9 +305,14 @@ def main(argv: list[str] | None = None) -> None:
             ratios.append(f"- {task}: approx peak memory at iters={hi} / iters={lo}: "
                           f"{by['approx', hi]['peak_mib'] / max(by['approx', lo]['peak_mib'], 1e-9):.2f}; "
                           f"unroll: {by['unroll', hi]['peak_mib'] / max(by['unroll', lo]['peak_mib'], 1e-9):.2f}")
-        inner_ms, plain_ms, ratio = flop_rate_ratio(TASKS[task]("approx", 20, device), device, args.repeats)
-        ratios.append(f"- {task}: one inner step {inner_ms:.1f} ms vs its matrix products alone {plain_ms:.1f} ms: "
-                      f"FLOP rate {100 * ratio:.0f}% of plain matmul")
+        parts = inner_step_parts(TASKS[task]("approx", 20, device), device, args.repeats)
+        raw.append(dict(task=task, inner_step_ms=parts))
+        ratios.append(describe_parts(task, parts))
+    steal_after = steal_ticks()
+    if steal_before is not None and steal_after is not None:
+        cpu_seconds = (time.time() - wall_before) * (os.cpu_count() or 1)
+        share = (steal_after - steal_before) / os.sysconf("SC_CLK_TCK") / cpu_seconds
+        ratios.append(f"- CPU time taken by the host for other guests during the run (steal): {100 * share:.1f}%")
     lines += ratios + [""]
     text = "\n".join(lines)
     print(text)

@@ -49,3 +49,13 @@ def test_projection_rejects_bad_input():
         project_simplex(torch.tensor(1.0))
     with pytest.raises(ValueError):
         project_simplex(torch.ones(3, 4, dtype=torch.long))
+
+
+def test_projection_passes_nan_rows_through_without_failing():
+    # A diverged inner loop must reach the decoder's finiteness check, not fail inside the projection.
+    x = torch.randn(4, 40)
+    x[1, 5] = float("nan")
+    x[2] = float("nan")
+    p = project_simplex(x)
+    assert p[1].isnan().any() and p[2].isnan().all()
+    assert torch.allclose(p[[0, 3]].sum(-1), torch.ones(2), atol=1e-5)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from idspn.sorting import argsort_descending, descending_ranks
+from idspn.sorting import argsort_descending, descending_ranks, lookup_by_rank
 
 
 def _with_ties(shape, dtype):
@@ -116,3 +116,66 @@ def test_ranks_of_long_rows_with_near_ties_over_threads(n, dtype):
     finally:
         torch.set_num_threads(before)
     assert torch.equal(ranks, expected)
+
+
+def _lookup_reference(x, table, dim=1):
+    perm = torch.sort(x, dim=dim, descending=True, stable=True).indices  # independent of our sorts
+    n = x.shape[dim]
+    shape = [n if d == dim else 1 for d in range(x.dim())]
+    ranks = torch.empty_like(perm).scatter_(dim, perm, torch.arange(n).view(shape).expand_as(perm))
+    return torch.gather(table.expand_as(x), dim, ranks)
+
+
+@pytest.mark.parametrize("n", [5, 20, 40, 64])
+@pytest.mark.parametrize("layout", ["contiguous", "set-innermost"])
+@pytest.mark.parametrize("table_shape", ["per-feature", "per-set", "per-element"])
+def test_lookup_by_rank_is_the_table_at_each_rank(n, layout, table_shape):
+    # The fused path (n >= 17 on CPU float32, no grad) and the counted one, with ties and +-0.
+    torch.manual_seed(n)
+    memory_order = {"contiguous": (0, 1, 2), "set-innermost": (2, 0, 1)}[layout]
+    shape = (40, n, 33)
+    x = torch.randn(*[shape[d] for d in memory_order]).permute([memory_order.index(d) for d in range(3)])
+    x[:, 2] = x[:, 0]
+    x[::2, 3] = x[::2, 1] * (1 + 2**-20)  # distinct values that share a bucket
+    x[:5, 1], x[:5, 4] = -0.0, 0.0
+    table = torch.randn({"per-feature": (1, n, 33), "per-set": (40, n, 1), "per-element": (40, n, 33)}[table_shape])
+    with torch.no_grad():
+        result = lookup_by_rank(x, table, dim=1)
+    assert torch.equal(result, _lookup_reference(x, table))
+
+
+def test_lookup_by_rank_is_differentiable_in_the_table_only():
+    x = torch.randn(4, 40, 6, requires_grad=True)
+    table = torch.randn(1, 40, 6, requires_grad=True)
+    out = lookup_by_rank(x, table, dim=1)
+    assert torch.equal(out, _lookup_reference(x.detach(), table.detach()))
+    v = torch.randn_like(out)
+    (grad,) = torch.autograd.grad(out, table, v)
+    (expected,) = torch.autograd.grad(_lookup_reference(x.detach(), table), table, v)
+    assert torch.allclose(grad, expected)
+    with torch.no_grad():
+        assert torch.equal(lookup_by_rank(x, table, dim=1), out.detach())
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threaded_lookup_equals_the_reference_and_survives_nan(threads):
+    before = torch.get_num_threads()
+    x = torch.randn(70, 50, 64).permute(0, 2, 1)  # (B, N, L) with N innermost in memory
+    x[:, 7] = x[:, 3]
+    table = torch.randn(1, 64, 50)
+    try:
+        torch.set_num_threads(threads)
+        result = lookup_by_rank(x, table, dim=1)
+        with_nan = lookup_by_rank(torch.where(torch.rand_like(x) < 0.01, float("nan"), x), table, dim=1)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(result, _lookup_reference(x, table))
+    # NaN gives an arbitrary order, but still every entry of the table exactly once per row
+    assert torch.equal(with_nan.sort(dim=1).values, table.expand_as(x).sort(dim=1).values)
+
+
+def test_lookup_by_rank_rejects_a_table_of_the_wrong_shape():
+    with pytest.raises(ValueError, match="table"):
+        lookup_by_rank(torch.randn(2, 40, 3), torch.randn(1, 39, 3), dim=1)
+    with pytest.raises(ValueError, match="table"):
+        lookup_by_rank(torch.randn(2, 40, 3), torch.randn(40, 3), dim=1)

@@ -11,26 +11,30 @@ from .row_threads import row_spans, run_spans
 __all__ = ["project_simplex"]
 
 
+def _sorted_descending(x: Tensor) -> Tensor:
+    """``x`` sorted in descending order along the last dim (values only)."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return torch.sort(x, dim=-1, descending=True).values
+    # NumPy's SIMD sort of short rows beats torch.sort several times on CPU; sorting the negated
+    # values ascending gives the descending order in a contiguous array.
+    rows = x.contiguous().numpy().reshape(-1, x.shape[-1])
+    out = np.empty_like(rows)
+
+    def work(span: slice) -> None:
+        np.negative(rows[span], out=out[span])
+        out[span].sort(axis=-1)
+        np.negative(out[span], out=out[span])
+
+    run_spans(work, row_spans(len(rows), rows.size))
+    return torch.from_numpy(out).view(x.shape)
+
+
 def _simplex_threshold(x: Tensor) -> Tensor:
     """``(..., 1)`` threshold theta with ``sum(max(x - theta, 0)) = 1`` (Duchi et al., 2008)."""
-    k = x.shape[-1]
-    if x.device.type == "cpu":  # NumPy's SIMD sort of short rows beats torch.sort several times
-        rows = x.contiguous().numpy().reshape(-1, k)
-        theta = np.empty((len(rows), 1), dtype=rows.dtype)
-        ranks = np.arange(1, k + 1, dtype=rows.dtype)
-
-        def work(span: slice) -> None:
-            desc = np.sort(rows[span], axis=-1)[:, ::-1]
-            cumsum = np.cumsum(desc, axis=-1) - 1
-            size = (desc - cumsum / ranks > 0).sum(-1, keepdims=True)  # support size, at least 1
-            theta[span] = np.take_along_axis(cumsum, size - 1, axis=-1) / size
-
-        run_spans(work, row_spans(len(rows), rows.size))
-        return torch.from_numpy(theta).view(*x.shape[:-1], 1)
-    desc = torch.sort(x, dim=-1, descending=True).values
+    desc = _sorted_descending(x)
     cumsum = desc.cumsum(-1) - 1
-    ranks = torch.arange(1, k + 1, device=x.device, dtype=x.dtype)
-    size = (desc - cumsum / ranks > 0).sum(-1, keepdim=True)
+    ranks = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=x.dtype)
+    size = (desc * ranks > cumsum).sum(-1, keepdim=True).clamp_(min=1)  # support size (0 only for NaN)
     return cumsum.gather(-1, size - 1) / size
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .sorting import descending_ranks, set_dim_outermost
+from .sorting import lookup_by_rank, set_dim_outermost
 
 __all__ = [
     "SetEncoder",
@@ -131,10 +131,7 @@ def _rank_weights(h: Tensor, mask: Tensor | None, position_weights: Tensor) -> T
         ``position_weights``.
     """
     key = h if mask is None else torch.where(mask.unsqueeze(-1), h, float("-inf"))
-    ranks = descending_ranks(key, dim=1)  # (B, N, L) like h, no grad (Eq. 11)
-    order = sorted(range(3), key=lambda d: -h.stride(d))  # gather in h's memory order
-    weights = torch.gather(position_weights.expand_as(h).permute(order), order.index(1), ranks.permute(order))
-    return weights.permute([order.index(d) for d in range(3)])
+    return lookup_by_rank(key, position_weights, dim=1)  # no gradient through the ranks (Eq. 11)
 
 
 class FSPool(nn.Module):

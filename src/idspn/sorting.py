@@ -14,6 +14,10 @@ FSPool needs the *rank* of every element rather than the permutation. For short 
 ``COUNTING_MAX`` elements, e.g. the 8 or 10 of the autoencoding and CLEVR models) ranks are counted
 directly, one vectorised comparison per pair of positions, which is several times faster than
 sorting millions of rows of 8; longer sets invert the sort's permutation by a second integer sort.
+Where FSPool only needs the weight of each rank and no gradient (the decoder's inner loop),
+``lookup_by_rank`` lets that second sort carry the weights themselves back to the elements' positions
+(64-bit keys: position in the high word, the weight's bits in the low word), so no rank array is
+written and no gather is needed.
 
 The sort must be *stable* (ties broken by position, the same rule in every feature). With an
 arbitrary tie-breaking rule per feature, equal elements could be ranked first in one feature and
@@ -32,10 +36,11 @@ from torch import Tensor
 
 from .row_threads import row_spans, run_spans
 
-__all__ = ["argsort_descending", "descending_ranks", "COUNTING_MAX", "set_dim_outermost"]
+__all__ = ["argsort_descending", "descending_ranks", "lookup_by_rank", "COUNTING_MAX", "set_dim_outermost"]
 
 COUNTING_MAX = 16  # longest set whose ranks are counted pairwise rather than sorted
 _MIN_BUCKETED = 32  # row length from which 32-bit bucketed keys beat exact 64-bit keys
+_BLOCK_ELEMENTS = 1 << 18  # elements ranked per block by ``lookup_by_rank``: its passes stay in cache
 
 
 def _descending_keys(rows: np.ndarray) -> np.ndarray:
@@ -101,6 +106,27 @@ def _invert_rows(perm: np.ndarray) -> np.ndarray:
     perm.sort(axis=-1)
     perm &= (1 << shift) - 1
     return perm
+
+
+def _carry_to_positions(perm: np.ndarray, payload: np.ndarray) -> np.ndarray:
+    """``out[..., perm[..., j]] = payload[..., j]`` for int32 permutations of the last dim.
+
+    One sort of 64-bit keys ``perm << 32 | bits(payload)``: the positions are distinct within a row,
+    so they alone decide the order, and the low words arrive in position order.
+
+    Args:
+        perm: ``(..., N)`` int32, a permutation of ``range(N)`` in every row.
+        payload: float32, broadcastable to ``perm``.
+
+    Returns:
+        float32 array of ``perm``'s shape (a strided view of the sorted keys).
+    """
+    keys = np.empty(perm.shape, dtype=np.int64)
+    halves = keys.view(np.int32).reshape(*perm.shape, 2)  # little-endian: [..., 0] is the low word
+    halves[..., 1] = perm
+    halves[..., 0] = payload.view(np.int32)
+    keys.sort(axis=-1)
+    return halves[..., 0].view(np.float32)
 
 
 def _sort_rows(rows: np.ndarray, ranks: bool) -> np.ndarray:
@@ -221,3 +247,64 @@ def descending_ranks(x: Tensor, dim: int = 1) -> Tensor:
         ranks = torch.from_numpy(_count_ranks(columns.numpy().reshape(n, -1))).view(columns.shape)
         return ranks.permute(_inverse(order)).long()
     return _sort_in_memory_order(x, dim, ranks=True)
+
+
+def _gather_in_memory_order(table: Tensor, dim: int, ranks: Tensor) -> Tensor:
+    """``torch.gather(table.expand_as(ranks), dim, ranks)``, with the (small) table laid out in the
+    memory order of ``ranks`` first: gathering along a strided dim is several times slower."""
+    order = sorted(range(ranks.dim()), key=lambda d: -ranks.stride(d))
+    table = table.permute(order).contiguous().expand([ranks.shape[d] for d in order])
+    return torch.gather(table, order.index(dim), ranks.permute(order)).permute(_inverse(order))
+
+
+def lookup_by_rank(x: Tensor, table: Tensor, dim: int = 1) -> Tensor:
+    """Each element's entry of ``table`` at its stable descending rank along ``dim``.
+
+    ``lookup_by_rank(x, table, dim)`` equals ``torch.gather(table.expand_as(x), dim,
+    descending_ranks(x, dim))``, e.g. FSPool's weight of every element (``table`` holds the weight of
+    the r-th largest). It is differentiable in ``table`` (not in ``x``: ranks are piecewise constant,
+    Eq. 11). When no gradient is needed, long float32 rows on CPU skip the rank array: the weights
+    are carried back to the elements by the sort that would otherwise invert the permutation (see
+    the module docstring).
+
+    Args:
+        x: floating tensor, e.g. ``(B, N, L)`` element features.
+        table: tensor of ``x``'s dtype and number of dims, broadcastable to ``x`` and of full size
+            along ``dim``, e.g. ``(1, N, L)``.
+        dim: the dimension to rank along.
+
+    Returns:
+        Tensor of the shape of ``x``, in ``x``'s memory layout when ``dim`` is outermost (sets of at
+        most ``COUNTING_MAX``) or innermost (longer sets) in memory.
+    """
+    x = x.detach()
+    dim = dim % x.dim()
+    n = x.shape[dim]
+    if table.dim() != x.dim() or table.shape[dim] != n or table.dtype != x.dtype:
+        raise ValueError(f"table must have x's dtype and number of dims and {n} entries along dim {dim}, "
+                         f"got {table.dtype} of shape {tuple(table.shape)} for x of shape {tuple(x.shape)}")
+    fused = not (torch.is_grad_enabled() and table.requires_grad)
+    if not fused or n <= COUNTING_MAX or x.dtype != torch.float32 or not _sortable_on_cpu(x, dim):
+        return _gather_in_memory_order(table, dim, descending_ranks(x, dim))
+    order = _memory_order(x, last=dim)
+    rows = x.permute(order).contiguous().numpy()  # (d0, d1, ..., N)
+    rows = rows.reshape(rows.shape[0], -1, n)  # (d0, d1, N)
+    # The table in the same order, made contiguous before it is broadcast (it is small).
+    payload = table.detach().permute(order).contiguous()
+    middle = [x.shape[d] for d in order[1:-1]]
+    if any(payload.shape[i] > 1 for i in range(1, len(order) - 1)):  # else broadcast as one
+        payload = payload.expand(payload.shape[0], *middle, n)
+    payload = payload.reshape(payload.shape[0], -1, n).numpy()  # (d0 | 1, d1 | 1, N)
+    out = np.empty(rows.shape, dtype=np.float32)
+    per_block = max(1, _BLOCK_ELEMENTS // rows[0].size)
+    order_of = _bucketed_order if n >= _MIN_BUCKETED else _packed_order
+
+    def work(span: slice) -> None:
+        for start in range(span.start, span.stop, per_block):
+            part = slice(start, min(start + per_block, span.stop))
+            block = rows[part]  # (k, d1, N)
+            perm = order_of(block.reshape(-1, n)).reshape(block.shape)
+            out[part] = _carry_to_positions(perm, payload[part if len(payload) > 1 else slice(None)])
+
+    run_spans(work, row_spans(len(rows), rows.size))
+    return torch.from_numpy(out).view([x.shape[d] for d in order]).permute(_inverse(order))
