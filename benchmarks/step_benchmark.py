@@ -125,12 +125,15 @@ def _sync(device: torch.device) -> None:
 
 
 def time_in_turn(steps: dict[str, Callable[[], object]], device: torch.device, repeats: int) -> dict[str, float]:
-    """Median seconds of each callable, timed one after the other in ``repeats`` rounds."""
+    """Median seconds of each callable, timed one after the other in ``repeats`` rounds (each round
+    starting one further along, so that no callable always runs first)."""
     for step in steps.values():
         step()  # warm-up
+    names = list(steps)
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
+    for round_ in range(repeats):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            step = steps[name]
             _sync(device)
             start = time.perf_counter()
             step()
@@ -266,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.iters, args.repeats, args.no_memory = [10, 20], 2, True
     device = torch.device(args.device)
-    steal_before, wall_before = steal_ticks(), time.time()
+    steal_before, wall_before = steal_ticks(), time.monotonic()
     rows, raw = [], []
     for task in TASKS:
         for iters in args.iters:
@@ -310,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         ratios.append(describe_parts(task, parts))
     steal_after = steal_ticks()
     if steal_before is not None and steal_after is not None:
-        cpu_seconds = (time.time() - wall_before) * (os.cpu_count() or 1)
+        cpu_seconds = (time.monotonic() - wall_before) * (os.cpu_count() or 1)
         share = (steal_after - steal_before) / os.sysconf("SC_CLK_TCK") / cpu_seconds
         ratios.append(f"- CPU time taken by the host for other guests during the run (steal): {100 * share:.1f}%")
     lines += ratios + [""]

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from idspn import sorting
 from idspn.sorting import argsort_descending, descending_ranks, lookup_by_rank
 
 
@@ -174,8 +175,50 @@ def test_threaded_lookup_equals_the_reference_and_survives_nan(threads):
     assert torch.equal(with_nan.sort(dim=1).values, table.expand_as(x).sort(dim=1).values)
 
 
+@pytest.mark.parametrize("shape, dim, table_shape", [
+    ((40,), 0, (40,)),
+    ((3, 40), -1, (1, 40)),
+    ((40, 5), 0, (40, 5)),
+    ((2, 3, 40, 4), 2, (1, 3, 40, 1)),
+    ((2, 3, 40, 4), 2, (2, 1, 40, 4)),
+])
+def test_lookup_by_rank_in_any_number_of_dims(shape, dim, table_shape):
+    torch.manual_seed(len(shape))
+    x = torch.randn(shape)
+    table = torch.randn(table_shape[::-1]).permute(*reversed(range(len(table_shape))))  # not contiguous
+    with torch.no_grad():
+        assert torch.equal(lookup_by_rank(x, table, dim=dim), _lookup_reference(x, table, dim=dim % x.dim()))
+
+
+def test_lookup_by_rank_over_many_blocks(monkeypatch):
+    # Small blocks: every thread's span is ranked block by block, each with its rows of the table.
+    monkeypatch.setattr(sorting, "_BLOCK_ELEMENTS", 300)
+    x = torch.randn(9, 6, 40).permute(0, 2, 1)  # (B, N, L) with N innermost in memory
+    x[:, 4] = x[:, 2]
+    for table in (torch.randn(9, 40, 6), torch.randn(1, 40, 6), torch.randn(9, 40, 1)):
+        with torch.no_grad():
+            assert torch.equal(lookup_by_rank(x, table, dim=1), _lookup_reference(x, table))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")  # inside torch's forward AD
+def test_lookup_by_rank_keeps_a_forward_mode_tangent():
+    import torch.autograd.forward_ad as fwAD
+
+    x = torch.randn(3, 40, 2)
+    table, tangent = torch.randn(1, 40, 2), torch.randn(1, 40, 2)
+    with torch.no_grad(), fwAD.dual_level():
+        out = lookup_by_rank(x, fwAD.make_dual(table, tangent), dim=1)
+        result_tangent = fwAD.unpack_dual(out).tangent
+    assert result_tangent is not None
+    assert torch.equal(result_tangent, _lookup_reference(x, tangent))
+
+
 def test_lookup_by_rank_rejects_a_table_of_the_wrong_shape():
     with pytest.raises(ValueError, match="table"):
         lookup_by_rank(torch.randn(2, 40, 3), torch.randn(1, 39, 3), dim=1)
     with pytest.raises(ValueError, match="table"):
         lookup_by_rank(torch.randn(2, 40, 3), torch.randn(40, 3), dim=1)
+    with pytest.raises(ValueError, match="broadcastable"):
+        lookup_by_rank(torch.randn(1, 40, 3), torch.randn(2, 40, 3), dim=1)  # would be cut to 1 row
+    with pytest.raises(ValueError, match="table"):
+        lookup_by_rank(torch.randn(2, 40, 3), torch.randint(0, 3, (1, 40, 3)), dim=1)

@@ -34,7 +34,9 @@ def _simplex_threshold(x: Tensor) -> Tensor:
     desc = _sorted_descending(x)
     cumsum = desc.cumsum(-1) - 1
     ranks = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=x.dtype)
-    size = (desc * ranks > cumsum).sum(-1, keepdim=True).clamp_(min=1)  # support size (0 only for NaN)
+    # Support size, at least 1 in exact arithmetic; 0 only where NaN, inf or huge values (float32
+    # cumsum rounding) break it, which must reach the decoder's finiteness check, not a bad index.
+    size = (desc * ranks > cumsum).sum(-1, keepdim=True).clamp_(min=1)
     return cumsum.gather(-1, size - 1) / size
 
 
@@ -49,7 +51,9 @@ def project_simplex(x: Tensor) -> Tensor:
         x: ``(..., K)`` floating tensor.
 
     Returns:
-        ``(..., K)`` tensor, non-negative, summing to 1 along the last dim.
+        ``(..., K)`` tensor, non-negative, summing to 1 along the last dim. A row holding NaN gives
+        NaN (in some or all of its entries), never an error: a diverged inner loop is reported by
+        the decoder's finiteness check.
     """
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() == 0 or x.shape[-1] == 0:
         raise ValueError("x must be a floating tensor with a non-empty last dim")

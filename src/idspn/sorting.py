@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from .row_threads import row_spans, run_spans
 
@@ -252,7 +253,7 @@ def descending_ranks(x: Tensor, dim: int = 1) -> Tensor:
 def _gather_in_memory_order(table: Tensor, dim: int, ranks: Tensor) -> Tensor:
     """``torch.gather(table.expand_as(ranks), dim, ranks)``, with the (small) table laid out in the
     memory order of ``ranks`` first: gathering along a strided dim is several times slower."""
-    order = sorted(range(ranks.dim()), key=lambda d: -ranks.stride(d))
+    order = _memory_order(ranks)
     table = table.permute(order).contiguous().expand([ranks.shape[d] for d in order])
     return torch.gather(table, order.index(dim), ranks.permute(order)).permute(_inverse(order))
 
@@ -269,22 +270,27 @@ def lookup_by_rank(x: Tensor, table: Tensor, dim: int = 1) -> Tensor:
 
     Args:
         x: floating tensor, e.g. ``(B, N, L)`` element features.
-        table: tensor of ``x``'s dtype and number of dims, broadcastable to ``x`` and of full size
+        table: floating tensor with as many dims as ``x``, broadcastable to ``x`` and of full size
             along ``dim``, e.g. ``(1, N, L)``.
         dim: the dimension to rank along.
 
     Returns:
-        Tensor of the shape of ``x``, in ``x``'s memory layout when ``dim`` is outermost (sets of at
-        most ``COUNTING_MAX``) or innermost (longer sets) in memory.
+        Tensor of the shape of ``x`` and the dtype of ``table``, in ``x``'s memory layout when
+        ``dim`` is outermost (sets of at most ``COUNTING_MAX``) or innermost (longer sets) in memory.
     """
     x = x.detach()
     dim = dim % x.dim()
     n = x.shape[dim]
-    if table.dim() != x.dim() or table.shape[dim] != n or table.dtype != x.dtype:
-        raise ValueError(f"table must have x's dtype and number of dims and {n} entries along dim {dim}, "
-                         f"got {table.dtype} of shape {tuple(table.shape)} for x of shape {tuple(x.shape)}")
-    fused = not (torch.is_grad_enabled() and table.requires_grad)
-    if not fused or n <= COUNTING_MAX or x.dtype != torch.float32 or not _sortable_on_cpu(x, dim):
+    if (not isinstance(table, Tensor) or not table.is_floating_point() or table.dim() != x.dim()
+            or table.shape[dim] != n or torch.broadcast_shapes(table.shape, x.shape) != x.shape):
+        raise ValueError(f"table must be a floating tensor broadcastable to x's shape {tuple(x.shape)} with "
+                         f"{n} entries along dim {dim}, got {getattr(table, 'shape', type(table).__name__)}")
+    if x.dim() == 1:
+        return lookup_by_rank(x.unsqueeze(0), table.unsqueeze(0), dim=1).squeeze(0)
+    needs_grad = torch.is_grad_enabled() and table.requires_grad
+    fused = not needs_grad and forward_ad.unpack_dual(table).tangent is None
+    if (not fused or n <= COUNTING_MAX or x.dtype != torch.float32 or table.dtype != torch.float32
+            or not _sortable_on_cpu(x, dim)):
         return _gather_in_memory_order(table, dim, descending_ranks(x, dim))
     order = _memory_order(x, last=dim)
     rows = x.permute(order).contiguous().numpy()  # (d0, d1, ..., N)
@@ -295,6 +301,7 @@ def lookup_by_rank(x: Tensor, table: Tensor, dim: int = 1) -> Tensor:
     if any(payload.shape[i] > 1 for i in range(1, len(order) - 1)):  # else broadcast as one
         payload = payload.expand(payload.shape[0], *middle, n)
     payload = payload.reshape(payload.shape[0], -1, n).numpy()  # (d0 | 1, d1 | 1, N)
+    shared = len(payload) == 1  # one table row for every d0
     out = np.empty(rows.shape, dtype=np.float32)
     per_block = max(1, _BLOCK_ELEMENTS // rows[0].size)
     order_of = _bucketed_order if n >= _MIN_BUCKETED else _packed_order
@@ -304,7 +311,7 @@ def lookup_by_rank(x: Tensor, table: Tensor, dim: int = 1) -> Tensor:
             part = slice(start, min(start + per_block, span.stop))
             block = rows[part]  # (k, d1, N)
             perm = order_of(block.reshape(-1, n)).reshape(block.shape)
-            out[part] = _carry_to_positions(perm, payload[part if len(payload) > 1 else slice(None)])
+            out[part] = _carry_to_positions(perm, payload if shared else payload[part])
 
     run_spans(work, row_spans(len(rows), rows.size))
     return torch.from_numpy(out).view([x.shape[d] for d in order]).permute(_inverse(order))
