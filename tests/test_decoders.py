@@ -292,3 +292,60 @@ def test_readme_example_trains():
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
+
+
+def _split_problem(encoder_kind="fspool"):
+    torch.manual_seed(1)
+    n, d, latent = 16, 4, 64
+    enc = FSEncoder(set_dim=2 + d, hidden_dim=32, latent_dim=latent)
+    if encoder_kind == "generic":
+        enc = ModuleSetEncoder(nn.Sequential(enc.lin1, nn.ReLU(), enc.lin2, _SumOverSet()), set_dim=2 + d)
+    decoder = IDSPN(enc, set_size=n, set_dim=d, iters=3, momentum=0.9, grad_clip=5.0, projection="simplex",
+                    fixed_dim=2, reg=0.1)
+    batch = 128  # B * N * L = 131,072: split over 2 threads
+    z, y0 = torch.randn(batch, latent), torch.randn(batch, n, d) * 0.3
+    fixed = torch.nn.functional.one_hot(torch.randint(0, 2, (batch, n)), 2).float()
+    return decoder, decoder.problem(z, y0, fixed), y0
+
+
+class _SumOverSet(nn.Module):
+    def forward(self, h):
+        _SumOverSet.threads.add(torch.get_num_threads())
+        return h.sum(1)
+
+
+def _with_threads(count, fn):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(count)
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_no_grad_inner_loop_split_over_threads_equals_the_whole_batch(monkeypatch):
+    # Each example's inner problem is independent: running halves of the batch side by side (one
+    # torch thread each) gives the whole batch's result up to rounding.
+    import idspn.decoders
+
+    splits = []
+    run = idspn.decoders.run_spans_one_torch_thread
+    monkeypatch.setattr(idspn.decoders, "run_spans_one_torch_thread", lambda w, s: (splits.append(len(s)), run(w, s)))
+    decoder, problem, y0 = _split_problem()
+    with torch.no_grad():
+        whole = _with_threads(1, lambda: decoder.optimizer.run(problem, y0, 3))  # one thread: not split
+        split = _with_threads(2, lambda: decoder.optimizer.run(problem, y0, 3))
+        single = decoder.optimizer.run(problem.select(slice(5, 6)), y0[5:6], 3)
+    for a, b in zip(whole, split):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert torch.allclose(single[0], split[0][5:6], atol=1e-5)
+    assert splits == [2]  # only the run with two threads was split
+
+
+def test_generic_encoders_are_not_run_from_several_threads():
+    # A ModuleSetEncoder may hold state (e.g. batch norm), so its inner loop is never split.
+    decoder, problem, y0 = _split_problem("generic")
+    _SumOverSet.threads = set()
+    with torch.no_grad():
+        _with_threads(2, lambda: decoder.optimizer.run(problem, y0, 2))
+    assert _SumOverSet.threads == {2}

@@ -44,3 +44,30 @@ def test_run_spans_runs_each_span_once_on_pool_threads():
     seen.clear()
     run_spans(work, [slice(0, 9)])  # a single span runs in the caller's thread
     assert seen == [(0, 9, threading.current_thread().name)]
+
+
+@pytest.mark.parametrize("inference", [False, True])
+def test_one_torch_thread_per_span_in_the_callers_modes(inference):
+    from idspn.row_threads import run_spans_one_torch_thread
+
+    seen: list[tuple[int, bool, bool]] = []
+    lock = threading.Lock()
+
+    def work(span: slice) -> None:
+        with lock:
+            seen.append((torch.get_num_threads(), torch.is_grad_enabled(), torch.is_inference_mode_enabled()))
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch.inference_mode(inference), torch.no_grad():
+            run_spans_one_torch_thread(work, [slice(0, 2), slice(2, 4)])
+        threads_after = torch.get_num_threads()
+        fresh: list[int] = []
+        thread = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [(1, False, inference)] * 2
+    assert threads_after == 2 and fresh == [2]  # the caller's setting and new threads' default restored

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from .projections import project_simplex
+from .row_threads import row_spans, run_spans_one_torch_thread
 from .set_encoders import FSPool, ModuleSetEncoder, SetEncoder, check_set
 
 __all__ = ["IDSPN", "DSPN", "InnerLoopDivergence", "BACKWARD_MODES", "INITS", "PROJECTIONS"]
@@ -73,6 +74,11 @@ class InnerProblem:
     init_set: Tensor
     fixed: Tensor | None
     reg: float
+
+    def select(self, examples: slice) -> "InnerProblem":
+        """The inner problem of some of the examples (each example's problem is independent)."""
+        fixed = None if self.fixed is None else self.fixed[examples]
+        return InnerProblem(self.encoder, self.z[examples], self.init_set[examples], fixed, self.reg)
 
     def _encoder_input(self, y: Tensor) -> Tensor:
         return y if self.fixed is None else torch.cat([self.fixed, y], dim=-1)  # (B, N, F + D)
@@ -126,9 +132,27 @@ class InnerOptimizer:
     def run(self, problem: InnerProblem, y: Tensor, iters: int) -> tuple[Tensor, Tensor]:
         """Minimise from ``y`` for ``iters`` steps; differentiable iff grad mode is on (DSPN).
 
+        Without grad on CPU, the batch is split over torch's threads, each running the loop for its
+        examples with one torch thread (``run_spans_one_torch_thread``), when the encoder allows it
+        (``SetEncoder.thread_safe``) and the work is large enough.
+
         Returns:
             ``(Y_T, Y_{T-1})``: the last iterate and the one before the last update.
         """
+        spans = [slice(0, len(y))]
+        if not torch.is_grad_enabled() and y.device.type == "cpu" and problem.encoder.thread_safe:
+            spans = row_spans(len(y), y.shape[0] * y.shape[1] * problem.z.shape[1])  # ~ B * N * L
+        if len(spans) == 1:
+            return self._run(problem, y, iters)
+        y_star, y_prev = torch.empty_like(y), torch.empty_like(y)
+
+        def work(examples: slice) -> None:
+            y_star[examples], y_prev[examples] = self._run(problem.select(examples), y[examples], iters)
+
+        run_spans_one_torch_thread(work, spans)
+        return y_star, y_prev
+
+    def _run(self, problem: InnerProblem, y: Tensor, iters: int) -> tuple[Tensor, Tensor]:
         differentiable = torch.is_grad_enabled()
         if not differentiable:
             y = y.clone()

@@ -86,6 +86,7 @@ class SetEncoder(nn.Module):
 
     set_dim: int
     latent_dim: int
+    thread_safe = False  # whether value_and_vjp may run for parts of a batch in several threads at once
 
     def value_and_vjp(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, VJP]:
         with torch.enable_grad():
@@ -247,6 +248,8 @@ class FSEncoder(SetEncoder):
         pooling: one of "fspool", "sum", "mean", "max".
         n_pieces: pieces of FSPool's piecewise-linear weight function.
     """
+
+    thread_safe = True  # value_and_vjp only reads the module
 
     def __init__(
         self,
