@@ -294,17 +294,19 @@ def test_readme_example_trains():
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
 
 
-def _split_problem(encoder_kind="fspool"):
+def _split_problem(encoder_kind="fspool", batch=128, fixed_dim=2, init="random"):
     torch.manual_seed(1)
     n, d, latent = 16, 4, 64
-    enc = FSEncoder(set_dim=2 + d, hidden_dim=32, latent_dim=latent)
+    enc = FSEncoder(set_dim=fixed_dim + d, hidden_dim=32, latent_dim=latent)
     if encoder_kind == "generic":
-        enc = ModuleSetEncoder(nn.Sequential(enc.lin1, nn.ReLU(), enc.lin2, _SumOverSet()), set_dim=2 + d)
+        enc = ModuleSetEncoder(nn.Sequential(enc.lin1, nn.ReLU(), enc.lin2, _SumOverSet()), set_dim=fixed_dim + d)
     decoder = IDSPN(enc, set_size=n, set_dim=d, iters=3, momentum=0.9, grad_clip=5.0, projection="simplex",
-                    fixed_dim=2, reg=0.1)
-    batch = 128  # B * N * L = 131,072: split over 2 threads
-    z, y0 = torch.randn(batch, latent), torch.randn(batch, n, d) * 0.3
-    fixed = torch.nn.functional.one_hot(torch.randint(0, 2, (batch, n)), 2).float()
+                    fixed_dim=fixed_dim, reg=0.1, init=init)
+    z = torch.randn(batch, latent)  # B * N * L = 131,072 at batch 128: split over 2 or 3 threads
+    y0 = decoder.initial_set(z)
+    fixed = None
+    if fixed_dim:
+        fixed = torch.nn.functional.one_hot(torch.randint(0, fixed_dim, (batch, n)), fixed_dim).float()
     return decoder, decoder.problem(z, y0, fixed), y0
 
 
@@ -323,29 +325,54 @@ def _with_threads(count, fn):
         torch.set_num_threads(before)
 
 
-def test_no_grad_inner_loop_split_over_threads_equals_the_whole_batch(monkeypatch):
-    # Each example's inner problem is independent: running halves of the batch side by side (one
-    # torch thread each) gives the whole batch's result up to rounding.
+@pytest.fixture
+def splits(monkeypatch):
     import idspn.decoders
 
-    splits = []
+    counts = []
     run = idspn.decoders.run_spans_one_torch_thread
-    monkeypatch.setattr(idspn.decoders, "run_spans_one_torch_thread", lambda w, s: (splits.append(len(s)), run(w, s)))
-    decoder, problem, y0 = _split_problem()
+    monkeypatch.setattr(idspn.decoders, "run_spans_one_torch_thread", lambda w, s: (counts.append(len(s)), run(w, s)))
+    return counts
+
+
+@pytest.mark.parametrize("threads, batch, fixed_dim, init", [(2, 128, 2, "random"), (3, 127, 0, "learned")])
+def test_no_grad_inner_loop_split_over_threads_equals_the_whole_batch(splits, threads, batch, fixed_dim, init):
+    # Each example's inner problem is independent: running parts of the batch side by side (one
+    # torch thread each) gives the whole batch's result up to rounding.
+    decoder, problem, y0 = _split_problem(batch=batch, fixed_dim=fixed_dim, init=init)
     with torch.no_grad():
         whole = _with_threads(1, lambda: decoder.optimizer.run(problem, y0, 3))  # one thread: not split
-        split = _with_threads(2, lambda: decoder.optimizer.run(problem, y0, 3))
+        split = _with_threads(threads, lambda: decoder.optimizer.run(problem, y0, 3))
         single = decoder.optimizer.run(problem.select(slice(5, 6)), y0[5:6], 3)
     for a, b in zip(whole, split):
         assert torch.allclose(a, b, atol=1e-5)
     assert torch.allclose(single[0], split[0][5:6], atol=1e-5)
-    assert splits == [2]  # only the run with two threads was split
+    assert splits == [threads]  # only the run with several threads was split
 
 
-def test_generic_encoders_are_not_run_from_several_threads():
-    # A ModuleSetEncoder may hold state (e.g. batch norm), so its inner loop is never split.
+def test_the_split_inner_loop_still_reports_divergence(splits):
+    decoder, problem, y0 = _split_problem()
+    decoder.optimizer = type(decoder.optimizer)(lr=1e30, momentum=0.9, grad_clip=None, projection=None)
+    z = problem.z.clone()
+    z[3] = 1e30
+    with torch.no_grad(), pytest.raises(InnerLoopDivergence):
+        _with_threads(2, lambda: decoder(z, init_set=y0, fixed=problem.fixed))
+    assert splits == [2]
+
+
+def test_no_split_under_autocast_or_hooks_or_for_generic_encoders(splits):
+    # Autocast is per thread (the pool's threads would not see it); a hook may keep state; a
+    # ModuleSetEncoder may hold state (e.g. batch norm).
+    decoder, problem, y0 = _split_problem()
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _with_threads(2, lambda: decoder.optimizer.run(problem, y0, 1))
+        handle = decoder.encoder.lin1.register_forward_hook(lambda *args: None)
+        _with_threads(2, lambda: decoder.optimizer.run(problem, y0, 1))
+        handle.remove()
+    assert splits == []
     decoder, problem, y0 = _split_problem("generic")
     _SumOverSet.threads = set()
     with torch.no_grad():
         _with_threads(2, lambda: decoder.optimizer.run(problem, y0, 2))
-    assert _SumOverSet.threads == {2}
+    assert _SumOverSet.threads == {2} and splits == []

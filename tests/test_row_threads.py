@@ -47,13 +47,19 @@ def test_run_spans_runs_each_span_once_on_pool_threads():
 
 
 @pytest.mark.parametrize("inference", [False, True])
-def test_one_torch_thread_per_span_in_the_callers_modes(inference):
-    from idspn.row_threads import run_spans_one_torch_thread
+def test_one_torch_thread_per_span_in_the_callers_modes(inference, monkeypatch):
+    import time
 
+    from idspn import row_threads
+
+    monkeypatch.setattr(row_threads, "_POOL", None)  # new pool threads: each must get one torch thread
+    monkeypatch.setattr(row_threads, "_POOL_SIZE", 0)
     seen: list[tuple[int, bool, bool]] = []
     lock = threading.Lock()
 
     def work(span: slice) -> None:
+        if span.start == 0:
+            time.sleep(0.2)  # the other span's thread finishes first
         with lock:
             seen.append((torch.get_num_threads(), torch.is_grad_enabled(), torch.is_inference_mode_enabled()))
 
@@ -61,7 +67,7 @@ def test_one_torch_thread_per_span_in_the_callers_modes(inference):
     try:
         torch.set_num_threads(2)
         with torch.inference_mode(inference), torch.no_grad():
-            run_spans_one_torch_thread(work, [slice(0, 2), slice(2, 4)])
+            row_threads.run_spans_one_torch_thread(work, [slice(0, 2), slice(2, 4)])
         threads_after = torch.get_num_threads()
         fresh: list[int] = []
         thread = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
@@ -70,4 +76,27 @@ def test_one_torch_thread_per_span_in_the_callers_modes(inference):
     finally:
         torch.set_num_threads(before)
     assert seen == [(1, False, inference)] * 2
-    assert threads_after == 2 and fresh == [2]  # the caller's setting and new threads' default restored
+    assert threads_after == 2 and fresh == [2]  # the caller's count and new threads' default kept
+
+
+def test_pool_threads_run_nested_spans_themselves():
+    # A pool thread never waits on its own pool (which could be busy with its siblings).
+    from idspn.row_threads import run_spans_one_torch_thread
+
+    names: dict[int, tuple[str, list[str]]] = {}
+
+    def inner(outer: int, record: list[str]) -> None:
+        def work(span: slice) -> None:
+            record.append(threading.current_thread().name)
+
+        run_spans(work, [slice(0, 1), slice(1, 2), slice(2, 3)])
+
+    def outer(span: slice) -> None:
+        record: list[str] = []
+        inner(span.start, record)
+        names[span.start] = (threading.current_thread().name, record)
+
+    run_spans_one_torch_thread(outer, [slice(0, 1), slice(1, 2)])
+    assert len(names) == 2
+    for name, record in names.values():
+        assert name.startswith("idspn-rows") and record == [name] * 3

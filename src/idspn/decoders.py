@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from .projections import project_simplex
-from .row_threads import row_spans, run_spans_one_torch_thread
+from .row_threads import row_spans, run_spans_one_torch_thread, split_is_safe
 from .set_encoders import FSPool, ModuleSetEncoder, SetEncoder, check_set
 
 __all__ = ["IDSPN", "DSPN", "InnerLoopDivergence", "BACKWARD_MODES", "INITS", "PROJECTIONS"]
@@ -140,17 +140,19 @@ class InnerOptimizer:
             ``(Y_T, Y_{T-1})``: the last iterate and the one before the last update.
         """
         spans = [slice(0, len(y))]
-        if not torch.is_grad_enabled() and y.device.type == "cpu" and problem.encoder.thread_safe:
+        if (not torch.is_grad_enabled() and y.device.type == "cpu" and problem.encoder.thread_safe
+                and split_is_safe()):
             spans = row_spans(len(y), y.shape[0] * y.shape[1] * problem.z.shape[1])  # ~ B * N * L
         if len(spans) == 1:
             return self._run(problem, y, iters)
-        y_star, y_prev = torch.empty_like(y), torch.empty_like(y)
+        results: dict[int, tuple[Tensor, Tensor]] = {}
 
         def work(examples: slice) -> None:
-            y_star[examples], y_prev[examples] = self._run(problem.select(examples), y[examples], iters)
+            results[examples.start] = self._run(problem.select(examples), y[examples], iters)
 
         run_spans_one_torch_thread(work, spans)
-        return y_star, y_prev
+        parts = [results[span.start] for span in spans]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def _run(self, problem: InnerProblem, y: Tensor, iters: int) -> tuple[Tensor, Tensor]:
         differentiable = torch.is_grad_enabled()

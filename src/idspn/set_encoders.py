@@ -22,6 +22,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules import module as _module_hooks
+from torch.nn.utils import parametrize
 
 from .sorting import lookup_by_rank, set_dim_outermost
 
@@ -249,7 +251,16 @@ class FSEncoder(SetEncoder):
         n_pieces: pieces of FSPool's piecewise-linear weight function.
     """
 
-    thread_safe = True  # value_and_vjp only reads the module
+    @property
+    def thread_safe(self) -> bool:
+        """``value_and_vjp`` only reads the module, unless a subclass overrides it or hooks or
+        parametrizations (e.g. spectral norm's power iteration) run inside it."""
+        if type(self).value_and_vjp is not FSEncoder.value_and_vjp:
+            return False
+        if _module_hooks._global_forward_hooks or _module_hooks._global_forward_pre_hooks:
+            return False
+        return not any(m._forward_hooks or m._forward_pre_hooks or parametrize.is_parametrized(m)
+                       for m in (self, self.lin1, self.lin2, self.pool))
 
     def __init__(
         self,
