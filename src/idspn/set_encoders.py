@@ -130,8 +130,9 @@ def _rank_weights(h: Tensor, mask: Tensor | None, position_weights: Tensor) -> T
         position_weights: ``(B or 1, N, L)`` weight of the r-th largest element of each feature.
 
     Returns:
-        ``(B, N, L)`` per-element weights in the memory layout of ``h``, differentiable in
-        ``position_weights``.
+        ``(B, N, L)`` per-element weights, differentiable in ``position_weights``; in the memory
+        layout of ``h`` when the set dim is outermost or innermost in it (as ``FSEncoder`` lays
+        out its features for the decoder's inner loop).
     """
     key = h if mask is None else torch.where(mask.unsqueeze(-1), h, float("-inf"))
     return lookup_by_rank(key, position_weights, dim=1)  # no gradient through the ranks (Eq. 11)
