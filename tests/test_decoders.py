@@ -330,8 +330,8 @@ def splits(monkeypatch):
     import idspn.decoders
 
     counts = []
-    run = idspn.decoders.run_spans_one_torch_thread
-    monkeypatch.setattr(idspn.decoders, "run_spans_one_torch_thread", lambda w, s: (counts.append(len(s)), run(w, s)))
+    run = idspn.decoders.run_spans
+    monkeypatch.setattr(idspn.decoders, "run_spans", lambda w, s: (counts.append(len(s)), run(w, s)))
     return counts
 
 

@@ -67,7 +67,7 @@ def test_one_torch_thread_per_span_in_the_callers_modes(inference, monkeypatch):
     try:
         torch.set_num_threads(2)
         with torch.inference_mode(inference), torch.no_grad():
-            row_threads.run_spans_one_torch_thread(work, [slice(0, 2), slice(2, 4)])
+            row_threads.run_spans(work, [slice(0, 2), slice(2, 4)])
         threads_after = torch.get_num_threads()
         fresh: list[int] = []
         thread = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
@@ -81,8 +81,6 @@ def test_one_torch_thread_per_span_in_the_callers_modes(inference, monkeypatch):
 
 def test_pool_threads_run_nested_spans_themselves():
     # A pool thread never waits on its own pool (which could be busy with its siblings).
-    from idspn.row_threads import run_spans_one_torch_thread
-
     names: dict[int, tuple[str, list[str]]] = {}
 
     def inner(outer: int, record: list[str]) -> None:
@@ -96,7 +94,7 @@ def test_pool_threads_run_nested_spans_themselves():
         inner(span.start, record)
         names[span.start] = (threading.current_thread().name, record)
 
-    run_spans_one_torch_thread(outer, [slice(0, 1), slice(1, 2)])
+    run_spans(outer, [slice(0, 1), slice(1, 2)])
     assert len(names) == 2
     for name, record in names.values():
         assert name.startswith("idspn-rows") and record == [name] * 3

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from .projections import project_simplex
-from .row_threads import row_spans, run_spans_one_torch_thread, split_is_safe
+from .row_threads import row_spans, run_spans, split_is_safe
 from .set_encoders import FSPool, ModuleSetEncoder, SetEncoder, check_set
 
 __all__ = ["IDSPN", "DSPN", "InnerLoopDivergence", "BACKWARD_MODES", "INITS", "PROJECTIONS"]
@@ -133,7 +133,7 @@ class InnerOptimizer:
         """Minimise from ``y`` for ``iters`` steps; differentiable iff grad mode is on (DSPN).
 
         Without grad on CPU, the batch is split over torch's threads, each running the loop for its
-        examples with one torch thread (``run_spans_one_torch_thread``), when the encoder allows it
+        examples with one torch thread (``row_threads.run_spans``), when the encoder allows it
         (``SetEncoder.thread_safe``) and the work is large enough.
 
         Returns:
@@ -150,7 +150,7 @@ class InnerOptimizer:
         def work(examples: slice) -> None:
             results[examples.start] = self._run(problem.select(examples), y[examples], iters)
 
-        run_spans_one_torch_thread(work, spans)
+        run_spans(work, spans)
         parts = [results[span.start] for span in spans]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 

@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from .row_threads import row_spans, run_spans
+from .sorting import descending_values
 
 __all__ = ["project_simplex"]
 
 
-def _sorted_descending(x: Tensor) -> Tensor:
-    """``x`` sorted in descending order along the last dim (values only)."""
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-        return torch.sort(x, dim=-1, descending=True).values
-    # NumPy's SIMD sort of short rows beats torch.sort several times on CPU; sorting the negated
-    # values ascending gives the descending order in a contiguous array.
-    rows = x.contiguous().numpy().reshape(-1, x.shape[-1])
-    out = np.empty_like(rows)
-
-    def work(span: slice) -> None:
-        np.negative(rows[span], out=out[span])
-        out[span].sort(axis=-1)
-        np.negative(out[span], out=out[span])
-
-    run_spans(work, row_spans(len(rows), rows.size))
-    return torch.from_numpy(out).view(x.shape)
-
-
 def _simplex_threshold(x: Tensor) -> Tensor:
     """``(..., 1)`` threshold theta with ``sum(max(x - theta, 0)) = 1`` (Duchi et al., 2008)."""
-    desc = _sorted_descending(x)
+    desc = descending_values(x)
     cumsum = desc.cumsum(-1) - 1
     ranks = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=x.dtype)
     # Support size, at least 1 in exact arithmetic; 0 only where NaN, inf or huge values (float32

@@ -4,8 +4,8 @@ The inner loop's sorts (FSPool's ranks, the simplex projection's threshold) run 
 releases the GIL while it sorts and computes, so splitting the rows over a few Python threads uses
 the cores that torch would use (``torch.get_num_threads()``) for its own kernels.
 
-The decoder's no-grad inner loop goes one step further on CPU (``run_spans_one_torch_thread``): each
-thread runs the whole loop for its share of the batch with one torch thread. Every kernel then runs
+The pool's threads keep one torch thread each, so the decoder's no-grad inner loop can go one step
+further on CPU: each thread runs the whole loop for its share of the batch. Every kernel then runs
 side by side with the other threads' instead of splitting itself over the cores, and the NumPy
 sorts no longer compete with torch's OpenMP workers, which spin for a while after each parallel
 kernel before they sleep.
@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["row_spans", "run_spans", "run_spans_one_torch_thread", "split_is_safe"]
+__all__ = ["row_spans", "run_spans", "split_is_safe"]
 
 _MIN_CHUNK = 1 << 15  # elements per thread below which splitting does not pay
 _POOL: ThreadPoolExecutor | None = None
@@ -69,16 +69,24 @@ def _map(work: Callable[[slice], None], spans: list[slice]) -> None:
 
 
 def run_spans(work: Callable[[slice], None], spans: list[slice]) -> None:
-    """Run ``work`` on every span, on a thread pool when there are several.
+    """Run ``work`` on every span, on the pool's threads (one torch thread each) when there are several.
 
-    In one of the pool's own threads the spans run one after the other: a pool thread never waits
-    for its own pool.
+    The pool's threads run in the caller's grad and inference modes (torch keeps them per thread);
+    for torch work, call it only where ``split_is_safe()``. ``work`` must be safe to run
+    concurrently: read shared modules, write only its own results. In one of the pool's own threads
+    the spans run one after the other: a pool thread never waits for its own pool.
     """
     if len(spans) == 1 or getattr(_LOCAL, "pool_thread", False):
         for span in spans:
             work(span)
         return
-    _map(work, spans)
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+    def in_callers_modes(span: slice) -> None:
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            work(span)
+
+    _map(in_callers_modes, spans)
 
 
 def split_is_safe() -> bool:
@@ -89,23 +97,3 @@ def split_is_safe() -> bool:
         torch._C, "_len_torch_dispatch_stack", lambda: 0)()
     forward_ad = getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
     return not (modes or forward_ad or torch.is_autocast_enabled("cpu") or torch.autograd._profiler_enabled())
-
-
-def run_spans_one_torch_thread(work: Callable[[slice], None], spans: list[slice]) -> None:
-    """Run ``work`` on every span in its own thread, each with one torch thread (several spans).
-
-    The threads run in the caller's grad and inference modes (torch keeps them per thread); call it
-    only where ``split_is_safe()``. ``work`` must be safe to run concurrently: read shared modules,
-    write only its own results. Its nested ``run_spans`` calls split nothing further.
-    """
-    if len(spans) == 1 or getattr(_LOCAL, "pool_thread", False):
-        for span in spans:
-            work(span)
-        return
-    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
-
-    def alone(span: slice) -> None:
-        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
-            work(span)
-
-    _map(alone, spans)

@@ -37,7 +37,9 @@ from torch.autograd import forward_ad
 
 from .row_threads import row_spans, run_spans
 
-__all__ = ["argsort_descending", "descending_ranks", "lookup_by_rank", "COUNTING_MAX", "set_dim_outermost"]
+__all__ = [
+    "argsort_descending", "descending_ranks", "descending_values", "lookup_by_rank", "COUNTING_MAX", "set_dim_outermost",
+]
 
 COUNTING_MAX = 16  # longest set whose ranks are counted pairwise rather than sorted
 _MIN_BUCKETED = 32  # row length from which 32-bit bucketed keys beat exact 64-bit keys
@@ -248,6 +250,24 @@ def descending_ranks(x: Tensor, dim: int = 1) -> Tensor:
         ranks = torch.from_numpy(_count_ranks(columns.numpy().reshape(n, -1))).view(columns.shape)
         return ranks.permute(_inverse(order)).long()
     return _sort_in_memory_order(x, dim, ranks=True)
+
+
+def descending_values(x: Tensor) -> Tensor:
+    """``x`` sorted in descending order along the last dim (values only, so ties need no rule)."""
+    x = x.detach()
+    if not _sortable_on_cpu(x, x.dim() - 1):
+        return torch.sort(x, dim=-1, descending=True).values
+    # Sorting the negated values ascending gives the descending order in a contiguous array.
+    rows = x.contiguous().numpy().reshape(-1, x.shape[-1])
+    out = np.empty_like(rows)
+
+    def work(span: slice) -> None:
+        np.negative(rows[span], out=out[span])
+        out[span].sort(axis=-1)
+        np.negative(out[span], out=out[span])
+
+    run_spans(work, row_spans(len(rows), rows.size))
+    return torch.from_numpy(out).view(x.shape)
 
 
 def _gather_in_memory_order(table: Tensor, dim: int, ranks: Tensor) -> Tensor:
