@@ -73,10 +73,12 @@ def test_generate_resumes_with_the_same_seed_and_starts_over_with_another(
     images = tmp_path / "CLEVR_v1.0/images/val"
     generate(tmp_path, {"val": 2}, seed=0, progress=False)  # an interrupted run's first images
     (images / "CLEVR_val_000001.png").unlink()
+    (images / ".CLEVR_val_000001.png.x1y2.tmp").write_bytes(b"half a PNG")  # its write in progress
     rendered.clear()
     generate(tmp_path, {"val": 4}, seed=0, progress=False)
     assert rendered == [1, 2, 3]
     assert files(tmp_path) == files(generated)
+    assert not list(images.glob("*.tmp"))
 
     rendered.clear()
     generate(tmp_path, {"val": 1}, seed=1, progress=False)

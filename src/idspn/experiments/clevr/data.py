@@ -75,14 +75,15 @@ def synth_dir(cfg: ClevrConfig) -> Path:
 
 def _generate_once(cfg: ClevrConfig, progress: bool) -> Path:
     """Generate the data set of ``cfg`` unless a complete one is there; returns its folder."""
-    from idspn.experiments.clevr.synth import generate
+    from idspn.experiments.clevr.synth import RENDERER_VERSION, generate
 
     d = cfg.data
     out = synth_dir(cfg)
     marker = out / _MARKER
-    expected = {"seed": d.synth_seed, "splits": {"train": d.train_size, "val": d.val_size}}
+    expected = {"seed": d.synth_seed, "renderer": RENDERER_VERSION, "splits": {"train": d.train_size, "val": d.val_size}}
     with _locked(out.with_name(out.name + ".lock")):
-        if marker.is_file() and json.loads(marker.read_text()) == expected:
+        # Markers from before the renderer was recorded were all written by renderer 1.
+        if marker.is_file() and {"renderer": 1, **json.loads(marker.read_text())} == expected:
             return out
         generate(out, expected["splits"], seed=d.synth_seed, workers=d.synth_workers, progress=progress)
         atomic_write_json(marker, expected)  # a new file, even where the folder was hard-linked from another
@@ -118,6 +119,10 @@ def _cache_path(cfg: ClevrConfig, root: Path, split: str) -> Path | None:
     if not cfg.data.cache:
         return None
     source = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
+    if cfg.data.root is None:  # generated: the same folder holds other images after a renderer change
+        from idspn.experiments.clevr.synth import RENDERER_VERSION
+
+        source += f"-r{RENDERER_VERSION}"
     size = cfg.data.train_size if split == "train" else cfg.data.val_size
     name = f"{source}-{split}-{size if size is not None else 'all'}-{cfg.data.image_size}px.npz"
     return work_dir(cfg) / "cache" / name

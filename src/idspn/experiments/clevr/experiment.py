@@ -113,7 +113,14 @@ def ap_metric_name(threshold: float) -> str:
 
 AP_METRICS: tuple[str, ...] = tuple(ap_metric_name(t) for t in CLEVR_AP_THRESHOLDS)
 _ATTRIBUTE_NAMES = tuple(name for name, _ in ATTRIBUTES)  # in the order of LAYOUT.attributes
-ACCURACY_METRICS: tuple[str, ...] = tuple(f"acc_{key}" for key in ("count", *_ATTRIBUTE_NAMES, "all"))
+
+
+def accuracy_metric_name(key: str) -> str:
+    """``acc_count``, ``acc_color``, ``acc_all``, ...: the metric name of an ``attribute_accuracy`` key."""
+    return f"acc_{key}"
+
+
+ACCURACY_METRICS: tuple[str, ...] = tuple(accuracy_metric_name(k) for k in ("count", *_ATTRIBUTE_NAMES, "all"))
 
 
 def build_model(cfg: ClevrConfig) -> nn.Module:
@@ -189,7 +196,7 @@ def clevr_summarize(outputs: dict[str, Tensor], cfg: ClevrConfig) -> dict[str, f
     ap = clevr_average_precision(outputs["pred"], outputs["target"], CLEVR_AP_THRESHOLDS)
     metrics = {ap_metric_name(t): value for t, value in ap.items()}
     accuracy = attribute_accuracy(outputs["pred"], outputs["target"], LAYOUT, _ATTRIBUTE_NAMES)
-    metrics |= {f"acc_{key}": value for key, value in accuracy.items()}
+    metrics |= {accuracy_metric_name(key): value for key, value in accuracy.items()}
     metrics["loss"] = float(outputs["loss"].double().mean())
     return metrics
 
