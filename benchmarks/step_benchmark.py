@@ -15,12 +15,18 @@ backward modes of one task and ``iters`` are timed in turn, round after round, s
 the machine's speed during the run (a shared virtual machine's neighbours) affects all of them alike.
 Peak memory is the growth of the resident set during one step after a warm-up step, measured in a
 fresh single-threaded subprocess per configuration with the kernel's peak-RSS counter reset before
-the step (CUDA: ``torch.cuda.max_memory_allocated``). Finally one inner step (no grad) is compared
-with plain matrix products of the same shapes (its FLOP rate) and broken down into its parts, again
-timed in turn; the parts are timed on their own, so "the rest" also holds what they lose to each
-other inside the loop (caches, threads).
+the step (CUDA: ``torch.cuda.max_memory_allocated``).
 
-Usage: ``python benchmarks/step_benchmark.py [--quick] [--out docs/benchmarks.md] [--device cpu]``
+Finally one inner step (no grad; a 10-iteration run from a fixed start, divided by 10) is compared
+with plain matrix products of the same shapes (the FLOP rate is their time over the step's) and
+broken down into its parts, again timed in turn. The parts run on their own, on the whole batch, so
+"the rest" is a residual: it holds the passes not timed separately and what the parts lose to each
+other inside the loop, and on CPU it nets out what the loop's split over the batch gains. Beside
+the parts, not in the sum: FSPool's weights on the differentiable path (ranks, then a gather, as in
+training graphs) and ``torch.sort`` of the same rows, for reference. The last line is the share of
+CPU time the host gave to other guests during the run (``/proc/stat`` steal).
+
+Usage: ``python benchmarks/step_benchmark.py [--quick] [--out FILE.md] [--json FILE.json] [--device cpu]``
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ from idspn import IDSPN, FSEncoder, hungarian_loss
 from idspn.sorting import set_dim_outermost
 
 BATCH = 128
+DIFFERENTIABLE = "FSPool weights with grad"  # timed beside an inner step's parts, not one of them
+TORCH_SORT = "torch.sort of the same rows"  # likewise: the reference for sorting.py's NumPy sorts
 # The original code measured on this machine (torch 2.13, CPU, 2 threads, batch 128): s / step.
 ORIGINAL_S_PER_STEP = {
     ("autoencoding", "approx", 10): 0.19,
@@ -238,22 +246,22 @@ def inner_step_parts(setup: Setup, device: torch.device, repeats: int) -> dict[s
                 encoder.pool.element_weights(h)
 
     parts[DIFFERENTIABLE] = differentiable_weights
+    parts[TORCH_SORT] = lambda: [torch.sort(h, dim=1, descending=True, stable=True) for _ in range(iters)]
     with torch.no_grad():
         seconds = time_in_turn(parts, device, repeats)
     return {name: 1e3 * t / iters for name, t in seconds.items()}
 
 
-DIFFERENTIABLE = "FSPool weights with grad"
-
 
 def describe_parts(task: str, ms: dict[str, float]) -> str:
     inner, plain = ms["inner step"], ms["matrix products"]
-    named = [name for name in ms if name not in ("inner step", DIFFERENTIABLE)]
+    named = [name for name in ms if name not in ("inner step", DIFFERENTIABLE, TORCH_SORT)]
     rest = inner - sum(ms[name] for name in named)
     pieces = " + ".join(f"{name} {ms[name]:.1f}" for name in named)
     return (f"- {task}: one inner step {inner:.1f} ms = {pieces} + the rest {rest:.1f} ms; "
-            f"FLOP rate {100 * plain / inner:.0f}% of plain matmul. FSPool weights with grad (ranks, "
-            f"then a differentiable gather, as in training graphs): {ms[DIFFERENTIABLE]:.1f} ms")
+            f"FLOP rate {100 * plain / inner:.0f}% of plain matmul (matrix products' time / the step's). "
+            f"Beside it: FSPool weights with grad (ranks, then a differentiable gather, as in training "
+            f"graphs) {ms[DIFFERENTIABLE]:.1f} ms; {TORCH_SORT} (stable, with indices) {ms[TORCH_SORT]:.1f} ms")
 
 
 def main(argv: list[str] | None = None) -> None:

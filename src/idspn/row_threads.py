@@ -6,9 +6,9 @@ the cores that torch would use (``torch.get_num_threads()``) for its own kernels
 
 The pool's threads keep one torch thread each, so the decoder's no-grad inner loop can go one step
 further on CPU: each thread runs the whole loop for its share of the batch. Every kernel then runs
-side by side with the other threads' instead of splitting itself over the cores, and the NumPy
-sorts no longer compete with torch's OpenMP workers, which spin for a while after each parallel
-kernel before they sleep.
+side by side with the other threads' instead of splitting itself over the cores (and, we think,
+the NumPy sorts no longer compete with torch's OpenMP workers, which spin for a while after each
+parallel kernel: a reading of the speed-up, not something the benchmark measures).
 """
 
 from __future__ import annotations
