@@ -1,8 +1,19 @@
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from idspn import DSPN, IDSPN, FSEncoder, InnerLoopDivergence, ModuleSetEncoder, hungarian_loss, project_simplex
+from idspn import (
+    DSPN,
+    IDSPN,
+    Equivariance,
+    FSEncoder,
+    InnerLoopDivergence,
+    ModuleSetEncoder,
+    classify_equivariance,
+    hungarian_loss,
+    project_simplex,
+)
 
 B, N, D, L = 3, 5, 2, 6
 
@@ -294,85 +305,160 @@ def test_readme_example_trains():
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
 
 
-def _split_problem(encoder_kind="fspool", batch=128, fixed_dim=2, init="random"):
-    torch.manual_seed(1)
-    n, d, latent = 16, 4, 64
-    enc = FSEncoder(set_dim=fixed_dim + d, hidden_dim=32, latent_dim=latent)
-    if encoder_kind == "generic":
-        enc = ModuleSetEncoder(nn.Sequential(enc.lin1, nn.ReLU(), enc.lin2, _SumOverSet()), set_dim=fixed_dim + d)
-    decoder = IDSPN(enc, set_size=n, set_dim=d, iters=3, momentum=0.9, grad_clip=5.0, projection="simplex",
-                    fixed_dim=fixed_dim, reg=0.1, init=init)
-    z = torch.randn(batch, latent)  # B * N * L = 131,072 at batch 128: split over 2 or 3 threads
-    y0 = decoder.initial_set(z)
-    fixed = None
-    if fixed_dim:
-        fixed = torch.nn.functional.one_hot(torch.randint(0, fixed_dim, (batch, n)), fixed_dim).float()
-    return decoder, decoder.problem(z, y0, fixed), y0
+# --- exact duplicates are ties by construction -----------------------------------------------------
 
 
-class _SumOverSet(nn.Module):
-    def forward(self, h):
-        _SumOverSet.threads.add(torch.get_num_threads())
-        return h.sum(1)
+def _ulp_noise(monkeypatch):
+    """Make every linear layer round equal rows differently by position, as some BLAS kernels do:
+    one ulp up at a fixed scattered subset of the (position, feature) pairs."""
+    linear = torch.nn.functional.linear
+
+    def noisy(x, weight, bias=None):
+        out = linear(x, weight, bias)
+        if out.dim() != 3:
+            return out
+        positions = torch.arange(out.shape[1]).view(-1, 1)
+        features = torch.arange(out.shape[2]).view(1, -1)
+        pattern = (positions * 31 + features * 17) % 5 < 2  # (N, L)
+        return torch.where(pattern, out.nextafter(torch.full_like(out, float("inf"))), out)
+
+    monkeypatch.setattr(torch.nn.functional, "linear", noisy)
 
 
-def _with_threads(count, fn):
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(count)
-        return fn()
-    finally:
-        torch.set_num_threads(before)
+def _decoder_function(**kwargs):
+    torch.manual_seed(0)
+    enc = FSEncoder(set_dim=3, hidden_dim=16, latent_dim=8).double()
+    dec = IDSPN(enc, set_size=6, set_dim=3, iters=5, momentum=0.9, **kwargs).double()
+    z = torch.randn(1, 8, dtype=torch.float64)
+    return lambda y0: dec(z, init_set=y0.unsqueeze(0))[0].detach()
 
 
-@pytest.fixture
-def splits(monkeypatch):
-    import idspn.decoders
-
-    counts = []
-    run = idspn.decoders.run_spans
-    monkeypatch.setattr(idspn.decoders, "run_spans", lambda w, s: (counts.append(len(s)), run(w, s)))
-    return counts
+@pytest.mark.parametrize("compile", [False, True])
+def test_equal_elements_tie_by_position_whatever_the_rounding(monkeypatch, compile):
+    _ulp_noise(monkeypatch)
+    f = _decoder_function(compile=compile)
+    assert classify_equivariance(f, set_size=6, set_dim=3, trials=2) is Equivariance.EXCLUSIVELY_MULTISET
 
 
-@pytest.mark.parametrize("threads, batch, fixed_dim, init", [(2, 128, 2, "random"), (3, 127, 0, "learned")])
-def test_no_grad_inner_loop_split_over_threads_equals_the_whole_batch(splits, threads, batch, fixed_dim, init):
-    # Each example's inner problem is independent: running parts of the batch side by side (one
-    # torch thread each) gives the whole batch's result up to rounding.
-    decoder, problem, y0 = _split_problem(batch=batch, fixed_dim=fixed_dim, init=init)
+def test_without_the_duplicate_rule_the_same_rounding_breaks_equivariance(monkeypatch):
+    # The control: ranking the noisy features as they are lets the noise decide the ties.
+    _ulp_noise(monkeypatch)
+    import idspn.set_encoders
+
+    monkeypatch.setattr(idspn.set_encoders, "duplicate_index", lambda x: torch.arange(x.shape[1]).expand(x.shape[:2]))
+    f = _decoder_function()
+    assert classify_equivariance(f, set_size=6, set_dim=3, trials=2) is Equivariance.NONE
+
+
+# --- composing with torch.func and torch.compile ---------------------------------------------------
+
+
+@pytest.mark.parametrize("backward", ["approx", "unroll"])
+def test_torch_func_grad_through_the_decoder_equals_autograd(backward):
+    dec = _decoder(backward, momentum=0.9, grad_clip=5.0, projection="simplex", iters=4)
+    z = torch.randn(B, L, dtype=torch.float64)
+    y0 = torch.randn(B, N, D, dtype=torch.float64)
+    w = torch.randn(B, N, D, dtype=torch.float64)
+    got = torch.func.grad(lambda zz: (dec(zz, init_set=y0) * w).sum())(z)
+    leaf = z.clone().requires_grad_()
+    (dec(leaf, init_set=y0) * w).sum().backward()
+    assert torch.allclose(got, leaf.grad, atol=1e-12) and got.abs().sum() > 0
+
+
+def test_torch_func_vmap_over_examples_equals_the_batched_call():
+    dec = _decoder("approx", momentum=0.9, check_finite=False)  # no data-dependent check under vmap
+    z = torch.randn(B, L, dtype=torch.float64)
+    y0 = torch.randn(B, N, D, dtype=torch.float64)
+    per_example = torch.func.vmap(lambda zz, yy: dec(zz[None], init_set=yy[None])[0])(z, y0)
     with torch.no_grad():
-        whole = _with_threads(1, lambda: decoder.optimizer.run(problem, y0, 3))  # one thread: not split
-        split = _with_threads(threads, lambda: decoder.optimizer.run(problem, y0, 3))
-        single = decoder.optimizer.run(problem.select(slice(5, 6)), y0[5:6], 3)
-    for a, b in zip(whole, split):
-        assert torch.allclose(a, b, atol=1e-5)
-    assert torch.allclose(single[0], split[0][5:6], atol=1e-5)
-    assert splits == [threads]  # only the run with several threads was split
+        assert torch.allclose(per_example, dec(z, init_set=y0), atol=1e-12)
 
 
-def test_the_split_inner_loop_still_reports_divergence(splits):
-    decoder, problem, y0 = _split_problem()
-    decoder.optimizer = type(decoder.optimizer)(lr=1e30, momentum=0.9, grad_clip=None, projection=None)
-    z = problem.z.clone()
-    z[3] = 1e30
-    with torch.no_grad(), pytest.raises(InnerLoopDivergence):
-        _with_threads(2, lambda: decoder(z, init_set=y0, fixed=problem.fixed))
-    assert splits == [2]
+def _numbering_decoder(**kwargs):
+    torch.manual_seed(0)
+    n, classes = 64, 4
+    enc = FSEncoder(set_dim=classes + n, hidden_dim=16, latent_dim=16, set_size=n)
+    return IDSPN(enc, set_size=n, set_dim=n, iters=3, momentum=0.9, grad_clip=40.0, projection="simplex",
+                 fixed_dim=classes, **kwargs)
 
 
-def test_no_split_under_autocast_or_hooks_or_for_generic_encoders(splits):
-    # Autocast is per thread (the pool's threads would not see it); a hook may keep state; a
-    # ModuleSetEncoder may hold state (e.g. batch norm).
-    decoder, problem, y0 = _split_problem()
+@pytest.mark.parametrize("how", ["compile=True", "torch.compile(decoder)"])
+def test_compiled_numbering_decoder_equals_eager_forward_and_backward(how):
+    eager = _numbering_decoder()
+    compiled = _numbering_decoder(compile=True) if how == "compile=True" else torch.compile(_numbering_decoder())
+    z = torch.randn(8, 16)
+    fixed = torch.nn.functional.one_hot(torch.randint(0, 4, (8, 64)), 4).float()
+    y0 = torch.randn(8, 64, 64) * 0.1
+    w = torch.randn(8, 64, 64)
+    outputs, grads = [], []
+    for model in (eager, compiled):
+        zz = z.clone().requires_grad_()
+        y = model(zz, init_set=y0, fixed=fixed)
+        (y * w).sum().backward()
+        outputs.append(y.detach())
+        grads.append([zz.grad] + [p.grad for p in model.parameters()])
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-4)
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+class _SyncCounter(TorchDispatchMode):
+    """Counts the ops that copy a tensor's value to the host (``.item()``, ``bool(tensor)``)."""
+
+    SYNCS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func in self.SYNCS
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("backward", ["approx", "unroll"])
+def test_host_syncs_none_in_the_inner_loop_and_at_most_one_per_forward(backward):
+    dec = _decoder(backward, momentum=0.9, grad_clip=5.0, projection="simplex", fixed_dim=2, iters=5)
+    z = torch.randn(B, L, dtype=torch.float64)
+    fixed = torch.randn(B, N, 2, dtype=torch.float64)
+    y0 = dec.initial_set(z)
+    with _SyncCounter() as inner, torch.no_grad():
+        dec._run(dec.problem(z, y0, fixed), y0, torch.zeros_like(y0), 5)
+    counts = {}
+    for check in (True, False):
+        dec.check_finite = check
+        for grad in (True, False):
+            with _SyncCounter() as forward, torch.set_grad_enabled(grad):
+                dec(z, fixed=fixed)
+            counts[check, grad] = forward.count
+    assert inner.count == 0
+    assert counts == {(True, True): 1, (True, False): 1, (False, True): 0, (False, False): 0}
+
+
+def test_non_finite_inputs_are_named_and_a_divergence_is_told_apart():
+    dec = _decoder("approx")
+    z = torch.randn(B, L, dtype=torch.float64)
+    bad = z.clone()
+    bad[1, 2] = float("inf")
+    with pytest.raises(ValueError, match="z contains NaN or inf"):
+        dec(bad)
+    y0 = torch.randn(B, N, D, dtype=torch.float64)
+    y0[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="init_set contains NaN or inf"):
+        dec(z, init_set=y0)
     with torch.no_grad():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            _with_threads(2, lambda: decoder.optimizer.run(problem, y0, 1))
-        handle = decoder.encoder.lin1.register_forward_hook(lambda *args: None)
-        _with_threads(2, lambda: decoder.optimizer.run(problem, y0, 1))
-        handle.remove()
-    assert splits == []
-    decoder, problem, y0 = _split_problem("generic")
-    _SumOverSet.threads = set()
-    with torch.no_grad():
-        _with_threads(2, lambda: decoder.optimizer.run(problem, y0, 2))
-    assert _SumOverSet.threads == {2} and splits == []
+        dec.encoder.lin1.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="parameter encoder.lin1.weight contains NaN"):
+        dec(z)
+    dec.check_finite = False
+    assert not torch.isfinite(dec(z)).all()  # passes through, no check
+
+
+def test_inputs_of_another_dtype_get_one_clear_error():
+    dec = _decoder("approx")  # float64
+    with pytest.raises(ValueError, match="z must have the decoder's dtype torch.float64"):
+        dec(torch.randn(B, L))
+    with pytest.raises(ValueError, match="init_set must have z's dtype"):
+        dec(torch.randn(B, L, dtype=torch.float64), init_set=torch.randn(B, N, D))
+    with pytest.raises(ValueError, match="compile"):
+        IDSPN(FSEncoder(D, 8, L), N, D, compile="fast")

@@ -108,3 +108,92 @@ def test_bad_arguments_raise():
     assert isinstance(FSEncoder(3, 8, 4, pooling="sum").pool, SumPool)
     assert isinstance(FSEncoder(3, 8, 4, pooling="mean").pool, MeanPool)
     assert isinstance(FSEncoder(3, 8, 4, pooling="max").pool, MaxPool)
+
+
+class _DoubledForward(FSEncoder):
+    def forward(self, x, mask=None):
+        return 2 * super().forward(x, mask)
+
+
+@pytest.mark.parametrize("change", ["hook", "subclass", "parametrization", "replaced layer", "none"])
+def test_fused_vjp_only_where_it_computes_the_gradient_of_forward(change):
+    torch.manual_seed(0)
+    enc = (_DoubledForward if change == "subclass" else FSEncoder)(set_dim=3, hidden_dim=8, latent_dim=4).double()
+    if change == "hook":
+        enc.lin2.register_forward_hook(lambda module, inputs, out: 2 * out)
+    if change == "parametrization":
+        torch.nn.utils.parametrize.register_parametrization(enc.lin1, "weight", _Doubled())
+    if change == "replaced layer":
+        enc.lin2 = _ScaledLinear(8, 4).double()
+    assert enc.fused_is_exact() == (change == "none")
+    x = torch.randn(2, 6, 3, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 4, dtype=torch.float64)
+    out, vjp = enc.value_and_vjp(x)
+    assert torch.allclose(out, enc(x))
+    (expected,) = torch.autograd.grad(enc(x), x, v)
+    assert torch.allclose(vjp(v), expected, atol=1e-12)
+
+
+class _Doubled(torch.nn.Module):
+    def forward(self, weight):
+        return 2 * weight
+
+
+class _ScaledLinear(torch.nn.Linear):
+    def forward(self, x):
+        return 3 * super().forward(x)
+
+
+@pytest.mark.parametrize("n", [8, 64])
+def test_torch_func_jvp_and_vmap_through_the_encoder(n):
+    torch.manual_seed(0)
+    enc = FSEncoder(set_dim=3, hidden_dim=16, latent_dim=5, set_size=n).double()
+    x = torch.randn(4, n, 3, dtype=torch.float64)
+    tangent = torch.randn_like(x)
+    out, jvp = torch.func.jvp(enc, (x,), (tangent,))
+    eps = 1e-6
+    finite_difference = (enc(x + eps * tangent) - enc(x - eps * tangent)) / (2 * eps)
+    assert torch.allclose(out, enc(x))
+    assert torch.allclose(jvp, finite_difference, atol=1e-7)
+    per_set = torch.func.vmap(lambda s: enc(s.unsqueeze(0)).squeeze(0))(x)
+    assert torch.allclose(per_set, enc(x), atol=1e-12)
+    jacobian = torch.func.jacrev(lambda s: enc(s.unsqueeze(0)).squeeze(0))(x[0])  # (L, N, D)
+    assert torch.allclose(torch.einsum("lnd,nd->l", jacobian, tangent[0]), jvp[0], atol=1e-10)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_every_pooling_rejects_an_empty_set_under_a_mask(pooling):
+    enc = FSEncoder(set_dim=3, hidden_dim=8, latent_dim=4, pooling=pooling)
+    x = torch.randn(2, 5, 3)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[1] = False
+    with pytest.raises(ValueError, match="at least one element"):
+        enc(x, mask)
+    with pytest.raises(ValueError, match="at least one element"):
+        enc.value_and_vjp(x, mask)
+    with pytest.raises(ValueError, match="at least one element"):
+        enc.pool(torch.randn(2, 5, 4), mask)
+
+
+def test_bad_inputs_get_clear_errors():
+    enc = FSEncoder(set_dim=3, hidden_dim=8, latent_dim=4)
+    with pytest.raises(ValueError, match="channels=4"):
+        enc.pool(torch.randn(2, 5, 3))
+    with pytest.raises(ValueError, match="mask must be a bool"):
+        enc(torch.randn(2, 5, 3), torch.ones(2, 5))
+    with pytest.raises(ValueError, match="dtype torch.float32"):
+        enc(torch.randn(2, 5, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="set_dim=3"):
+        enc(torch.randn(2, 5, 4))
+    with pytest.raises(ValueError, match="init"):
+        FSPool(4, init="uniform")
+
+
+def test_fspool_table_initialisations():
+    torch.manual_seed(0)
+    normal = FSPool(512, set_size=64)
+    fan_out = FSPool(512, set_size=64, init="fan_out")  # kaiming_normal_(mode="fan_out"): std 1/sqrt(64)
+    assert normal.weight.std().item() == pytest.approx(1.0, rel=0.02)
+    assert fan_out.weight.std().item() == pytest.approx(64**-0.5, rel=0.02)
+    assert FSEncoder(3, 8, 512, set_size=10, fspool_init="fan_out").pool.weight.std().item() == pytest.approx(
+        10**-0.5, rel=0.05)

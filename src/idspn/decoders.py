@@ -9,7 +9,9 @@ with a fixed number of (projected, optionally Nesterov-accelerated) gradient ste
 set Y0. ``F`` are optional fixed dims given by the caller (Section 3, used in Section 4.1) and g is a
 permutation-invariant set encoder. The 1/L scale of the first term is the one the inner learning
 rate 1.0 of the paper's experiments was tuned for (the original code's mean over latent dims); it
-makes each example's inner gradient independent of the batch size.
+makes each example's inner gradient independent of the batch size. (The original code's regulariser
+is a mean over the N x D entries of the set, ``0.1/2 * mean (Y - Y0)^2``: ``reg = 0.1 / (N * D)``
+here; see the experiments' departures table.)
 
 The forward pass is the same for every backward mode; they differ in how gradients reach z, the
 encoder parameters and a learned Y0:
@@ -23,7 +25,12 @@ encoder parameters and a learned Y0:
   (the exact implicit gradient), ``gamma -> inf`` recovers ``"approx"``.
 * ``"unroll"`` (DSPN): backpropagate through every inner step.
 
-The file reads top-down: inner problem -> inner loop -> backward modes -> decoder.
+Everything is plain torch: the decoder works under autograd, ``torch.func`` and ``torch.compile``
+and on any device. ``compile=True`` compiles one inner step (the loop stays in Python and calls it
+``iters`` times); the inner loop itself makes no host synchronisation, and the one finiteness
+check per forward can be switched off (``check_finite=False``) so that a forward makes none.
+
+The file reads top-down: inner problem -> inner step and loop -> backward modes -> decoder.
 """
 
 from __future__ import annotations
@@ -36,18 +43,18 @@ import torch
 from torch import Tensor, nn
 
 from .projections import project_simplex
-from .row_threads import row_spans, run_spans, split_is_safe
 from .set_encoders import FSPool, ModuleSetEncoder, SetEncoder, check_set
 
-__all__ = ["IDSPN", "DSPN", "InnerLoopDivergence", "BACKWARD_MODES", "INITS", "PROJECTIONS"]
+__all__ = ["IDSPN", "DSPN", "InnerLoopDivergence", "BACKWARD_MODES", "INITS", "PROJECTIONS", "COMPILE_MODES"]
 
 BACKWARD_MODES = ("approx", "cg", "unroll")
 INITS = ("random", "zeros", "learned")
 PROJECTIONS: dict[str, Callable[[Tensor], Tensor]] = {"simplex": project_simplex}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class InnerLoopDivergence(RuntimeError):
-    """The inner optimisation produced NaN or inf (lower ``lr`` or set ``grad_clip``)."""
+    """The inner optimisation produced NaN or inf from finite inputs (lower ``lr`` or set ``grad_clip``)."""
 
 
 # --- the inner problem ---------------------------------------------------------------------------
@@ -75,11 +82,6 @@ class InnerProblem:
     fixed: Tensor | None
     reg: float
 
-    def select(self, examples: slice) -> "InnerProblem":
-        """The inner problem of some of the examples (each example's problem is independent)."""
-        fixed = None if self.fixed is None else self.fixed[examples]
-        return InnerProblem(self.encoder, self.z[examples], self.init_set[examples], fixed, self.reg)
-
     def _encoder_input(self, y: Tensor) -> Tensor:
         return y if self.fixed is None else torch.cat([self.fixed, y], dim=-1)  # (B, N, F + D)
 
@@ -106,7 +108,7 @@ class InnerProblem:
         return grad
 
 
-# --- the inner loop ------------------------------------------------------------------------------
+# --- the inner step and loop ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -123,79 +125,75 @@ class InnerOptimizer:
     grad_clip: float | None
     projection: Callable[[Tensor], Tensor] | None
 
-    def _clip(self, grad: Tensor) -> Tensor:
+    def clip(self, grad: Tensor) -> Tensor:
+        """Scale each example's gradient down to norm ``grad_clip`` if it is longer."""
         if self.grad_clip is None:
             return grad
-        norm = torch.linalg.vector_norm(grad, dim=(1, 2)).clamp(min=1e-12)  # (B,), no copy of a sliced grad
+        norm = torch.linalg.vector_norm(grad, dim=(1, 2)).clamp(min=1e-12)  # (B,)
         return grad * (self.grad_clip / norm).clamp(max=1.0).view(-1, 1, 1)
 
-    def run(self, problem: InnerProblem, y: Tensor, iters: int) -> tuple[Tensor, Tensor]:
-        """Minimise from ``y`` for ``iters`` steps; differentiable iff grad mode is on (DSPN).
+    def project(self, y: Tensor) -> Tensor:
+        return y if self.projection is None else self.projection(y)
 
-        Without grad on CPU, the batch is split over torch's threads, each running the loop for its
-        examples with one torch thread (``row_threads.run_spans``), when the encoder allows it
-        (``SetEncoder.thread_safe``) and the work is large enough.
-
-        Returns:
-            ``(Y_T, Y_{T-1})``: the last iterate and the one before the last update.
-        """
-        spans = [slice(0, len(y))]
-        if (not torch.is_grad_enabled() and y.device.type == "cpu" and problem.encoder.thread_safe
-                and split_is_safe()):
-            spans = row_spans(len(y), y.shape[0] * y.shape[1] * problem.z.shape[1])  # ~ B * N * L
-        if len(spans) == 1:
-            return self._run(problem, y, iters)
-        results: dict[int, tuple[Tensor, Tensor]] = {}
-
-        def work(examples: slice) -> None:
-            results[examples.start] = self._run(problem.select(examples), y[examples], iters)
-
-        run_spans(work, spans)
-        parts = [results[span.start] for span in spans]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-
-    def _run(self, problem: InnerProblem, y: Tensor, iters: int) -> tuple[Tensor, Tensor]:
-        differentiable = torch.is_grad_enabled()
-        if not differentiable:
-            y = y.clone()
-        buf = torch.zeros_like(y) if self.momentum else None
-        previous = y
-        for step in range(iters):
-            if step == iters - 1:
-                previous = y if differentiable else y.clone()
-            grad = self._clip(problem.grad(y))
-            if differentiable:
-                if buf is not None:
-                    buf = self.momentum * buf + grad
-                    grad = grad + self.momentum * buf
-                y = y - self.lr * grad
-            else:  # in place: memory does not grow with iters
-                if buf is not None:
-                    buf.mul_(self.momentum).add_(grad)
-                    grad.add_(buf, alpha=self.momentum)
-                y.sub_(grad, alpha=self.lr)
-            if self.projection is not None:
-                y = self.projection(y)
-        return y, previous
+    def update(self, y: Tensor, buf: Tensor | None, grad: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(Y, v)`` after one step with gradient ``grad``: clip, Nesterov momentum, projection."""
+        grad = self.clip(grad)  # (B, N, D)
+        if buf is not None:
+            buf = self.momentum * buf + grad
+            grad = grad + self.momentum * buf
+        return self.project(y - self.lr * grad), buf
 
     def step(self, problem: InnerProblem, y: Tensor) -> Tensor:
         """One plain (projected) step ``proj(Y - lr * grad L(Y))``: the map Eq. 9 differentiates."""
-        y_next = y - self.lr * problem.grad(y)
-        return y_next if self.projection is None else self.projection(y_next)
+        return self.project(y - self.lr * problem.grad(y))
+
+
+def inner_step(problem: InnerProblem, optimizer: InnerOptimizer, y: Tensor, buf: Tensor | None
+               ) -> tuple[Tensor, Tensor | None]:
+    """One step of the inner loop from ``y`` with momentum buffer ``buf``: ``(Y_{t+1}, buf_{t+1})``.
+
+    This is what ``IDSPN(compile=...)`` compiles (with ``fullgraph=True``): one step, called
+    ``iters`` times, rather than the unrolled loop.
+    """
+    return optimizer.update(y, buf, problem.grad(y))
+
+
+def final_step(problem: InnerProblem, optimizer: InnerOptimizer, y: Tensor, buf: Tensor | None
+               ) -> tuple[Tensor, Tensor]:
+    """The last inner step from Y_{T-1} and the step Eq. 9 differentiates, on one evaluation of grad L.
+
+    Returns:
+        ``(Y_T, step)``: the last iterate (no gradient) and ``proj(Y_{T-1} - lr * grad L(Y_{T-1}))``,
+        differentiable in z, the encoder and Y0 (not in the detached ``y``).
+    """
+    grad = problem.grad(y)  # (B, N, D), with a graph to the parameters when grad mode is on
+    y_next, _ = optimizer.update(y, buf, grad.detach())
+    return y_next, optimizer.project(y - optimizer.lr * grad)
+
+
+_COMPILED: dict[tuple[str, str], Callable[..., object]] = {}
+
+
+def _compiled(function: Callable[..., object], mode: str) -> Callable[..., object]:
+    """``torch.compile(function, fullgraph=True, mode=mode)``, made once per process."""
+    key = (function.__name__, mode)
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(function, fullgraph=True, mode=mode)
+    return _COMPILED[key]
 
 
 # --- backward modes ------------------------------------------------------------------------------
 
 
-def attach_approx_implicit_grad(problem: InnerProblem, optimizer: InnerOptimizer, y_star: Tensor, y_prev: Tensor) -> Tensor:
+def attach_approx_implicit_grad(y_star: Tensor, step: Tensor) -> Tensor:
     """Return Y* whose gradient is that of one inner step (Eq. 9; Eq. 10 with a projection).
 
-    The step is the last one the forward pass took, from the detached iterate ``y_prev`` =
-    Y_{T-1}, as in the original implementation: differentiating a step that starts at Y_T instead
-    (a step never taken) made training diverge on CLEVR in our probes. The value stays Y_T.
+    ``step`` is the last step the forward pass took, ``proj(Y_{T-1} - lr * grad L(Y_{T-1}))`` from
+    ``final_step``, as in the original implementation: differentiating a step that starts at Y_T
+    instead (a step never taken) made iDSPN collapse on class-specific numbering
+    (docs/numbering.md). The value stays Y_T.
     """
-    y_next = optimizer.step(problem, y_prev.detach())  # differentiable in z, theta and Y0 only
-    return y_star.detach() + (y_next - y_next.detach())  # value Y_T, gradient of the step
+    return y_star.detach() + (step - step.detach())  # value Y_T, gradient of the step
 
 
 def _conjugate_gradient(matvec: Callable[[Tensor], Tensor], rhs: Tensor, iters: int, tol: float) -> Tensor:
@@ -260,13 +258,18 @@ def _check_positive(value: float, name: str, integer: bool = False) -> None:
         raise ValueError(f"{name} must be a positive {'int' if integer else 'finite number'}, got {value!r}")
 
 
+def _check_flag(value: bool, name: str) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
 class IDSPN(nn.Module):
     """Implicit deep set prediction network: z ``(B, L)`` -> Y ``(B, N, D)`` by inner optimisation.
 
     Args:
         encoder: permutation-invariant set encoder g: ``(B, N, fixed_dim + set_dim) -> (B, L)``;
             an ``FSEncoder`` (fused inner gradient) or any ``SetEncoder``. A plain module is wrapped
-            in ``ModuleSetEncoder`` and differentiated with autograd.
+            in ``ModuleSetEncoder`` and differentiated with ``torch.func.vjp``.
         set_size: number of elements N.
         set_dim: dimension D of the optimised part of each element.
         iters: inner steps (Eq. 7); change ``decoder.iters`` or pass ``iters=`` to evaluate at more.
@@ -280,12 +283,20 @@ class IDSPN(nn.Module):
         reg: weight lambda of the regulariser ``lambda/2 ||Y - Y0||^2``.
         projection: ``"simplex"`` projects every element onto the probability simplex after every
             step (Eq. 10), or None.
+        project_init: with a projection, project Y0 too before the first step (as the original
+            code did), so that the first gradient is taken at a feasible set.
         fixed_dim: number F of leading element dims given by the caller through ``fixed`` and kept
             fixed; the encoder sees ``cat(fixed, Y)``.
         backward: ``"approx"`` (Eq. 9), ``"cg"`` (Appendix D) or ``"unroll"`` (DSPN).
         cg_iters: conjugate-gradient steps for ``backward="cg"``.
         cg_gamma: Hessian regularisation gamma of ``(H/gamma + I)``; None solves ``H u = v`` exactly.
         cg_tol: relative residual at which CG stops early.
+        compile: ``torch.compile`` one inner step (``fullgraph=True``): False (eager), True (mode
+            ``"default"``) or a mode from ``COMPILE_MODES`` (``"reduce-overhead"`` uses CUDA graphs;
+            pair it with ``check_finite=False``). The first call of each shape compiles (seconds).
+        check_finite: check once per forward that the output is finite and raise otherwise (one
+            host synchronisation). False makes a forward free of host synchronisation (CUDA
+            graphs, ``torch.func.vmap``); NaN then propagates.
     """
 
     default_backward = "approx"
@@ -303,11 +314,14 @@ class IDSPN(nn.Module):
         init_std: float = 0.1**0.5,
         reg: float = 0.0,
         projection: str | None = None,
+        project_init: bool = True,
         fixed_dim: int = 0,
         backward: str | None = None,
         cg_iters: int = 10,
         cg_gamma: float | None = None,
         cg_tol: float = 1e-6,
+        compile: bool | str = False,
+        check_finite: bool = True,
     ) -> None:
         super().__init__()
         backward = self.default_backward if backward is None else backward
@@ -318,6 +332,8 @@ class IDSPN(nn.Module):
         _check_positive(init_std, "init_std")
         _check_positive(cg_iters, "cg_iters", integer=True)
         _check_positive(cg_tol, "cg_tol")
+        _check_flag(project_init, "project_init")
+        _check_flag(check_finite, "check_finite")
         if grad_clip is not None:
             _check_positive(grad_clip, "grad_clip")
         if cg_gamma is not None:
@@ -336,6 +352,8 @@ class IDSPN(nn.Module):
             raise ValueError(f"projection must be None or one of {tuple(PROJECTIONS)}, got {projection!r}")
         if backward == "cg" and projection is not None:
             raise ValueError("backward='cg' needs projection=None: its linear solve assumes a symmetric Hessian")
+        if compile is not False and compile is not True and compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be True, False or one of {COMPILE_MODES}, got {compile!r}")
         if not isinstance(encoder, nn.Module):
             raise ValueError(f"encoder must be an nn.Module, got {type(encoder).__name__}")
         encoder_dim = getattr(encoder, "set_dim", None)
@@ -356,8 +374,11 @@ class IDSPN(nn.Module):
         self.init = init
         self.init_std = float(init_std)
         self.reg = float(reg)
+        self.project_init = project_init
         self.backward_mode = backward
         self.cg_iters, self.cg_gamma, self.cg_tol = cg_iters, cg_gamma, float(cg_tol)
+        self.compile_mode: str | None = "default" if compile is True else (compile or None)
+        self.check_finite = check_finite
         self.optimizer = InnerOptimizer(
             lr=float(lr),
             momentum=float(momentum),
@@ -374,7 +395,7 @@ class IDSPN(nn.Module):
         return (
             f"set_size={self.set_size}, set_dim={self.set_dim}, iters={self.iters}, lr={o.lr}, "
             f"momentum={o.momentum}, grad_clip={o.grad_clip}, init={self.init!r}, reg={self.reg}, "
-            f"fixed_dim={self.fixed_dim}, backward={self.backward_mode!r}"
+            f"fixed_dim={self.fixed_dim}, backward={self.backward_mode!r}, compile={self.compile_mode!r}"
         )
 
     def _check_inputs(self, z: Tensor, init_set: Tensor | None, fixed: Tensor | None) -> None:
@@ -386,18 +407,19 @@ class IDSPN(nn.Module):
         latent_dim = getattr(self.encoder, "latent_dim", None)
         if latent_dim is not None and z.shape[1] != latent_dim:
             raise ValueError(f"z must have the encoder's latent_dim={latent_dim} features, got {tuple(z.shape)}")
-        if not torch.isfinite(z).all():
-            raise ValueError("z contains NaN or inf")
-        if init_set is not None:
-            check_set(init_set, "init_set", set_dim=self.set_dim, set_size=self.set_size)
-            if init_set.shape[0] != z.shape[0]:
-                raise ValueError(f"init_set batch size {init_set.shape[0]} != z batch size {z.shape[0]}")
+        parameter = next(self.encoder.parameters(), None)
+        if parameter is not None and z.dtype != parameter.dtype and not torch.is_autocast_enabled(z.device.type):
+            raise ValueError(f"z must have the decoder's dtype {parameter.dtype}, got {z.dtype}")
+        for name, x, dim in (("init_set", init_set, self.set_dim), ("fixed", fixed, self.fixed_dim)):
+            if x is None:
+                continue
+            check_set(x, name, set_dim=dim, set_size=self.set_size)
+            if x.shape[0] != z.shape[0]:
+                raise ValueError(f"{name} batch size {x.shape[0]} != z batch size {z.shape[0]}")
+            if x.dtype != z.dtype:
+                raise ValueError(f"{name} must have z's dtype {z.dtype}, got {x.dtype}")
         if (fixed is None) != (self.fixed_dim == 0):
             raise ValueError(f"fixed must be given exactly when fixed_dim > 0 (fixed_dim={self.fixed_dim})")
-        if fixed is not None:
-            check_set(fixed, "fixed", set_dim=self.fixed_dim, set_size=self.set_size)
-            if fixed.shape[0] != z.shape[0]:
-                raise ValueError(f"fixed batch size {fixed.shape[0]} != z batch size {z.shape[0]}")
 
     def initial_set(self, z: Tensor) -> Tensor:
         """``(B, N, D)`` initial set Y0 for a batch encoded as ``z``."""
@@ -411,6 +433,19 @@ class IDSPN(nn.Module):
     def problem(self, z: Tensor, init_set: Tensor, fixed: Tensor | None = None) -> InnerProblem:
         """The inner objective of one call, e.g. to evaluate ``problem(...).value(Y)``."""
         return InnerProblem(self.encoder, z, init_set, fixed, self.reg)
+
+    def _compiled_or_eager(self, function: Callable[..., object]) -> Callable[..., object]:
+        return function if self.compile_mode is None else _compiled(function, self.compile_mode)
+
+    def _run(self, problem: InnerProblem, y: Tensor, buf: Tensor | None, steps: int) -> tuple[Tensor, Tensor | None]:
+        """``steps`` inner steps from ``(y, buf)``; differentiable iff grad mode is on (DSPN).
+
+        Memory does not grow with ``steps`` without grad: each step's tensors are freed by the next.
+        """
+        step = self._compiled_or_eager(inner_step)
+        for _ in range(steps):
+            y, buf = step(problem, self.optimizer, y, buf)  # type: ignore[misc]
+        return y, buf
 
     def forward(
         self,
@@ -429,6 +464,12 @@ class IDSPN(nn.Module):
 
         Returns:
             ``(B, N, D)`` the predicted set Y*.
+
+        Raises:
+            ValueError: for inputs of the wrong shape or dtype, or (with ``check_finite``) inputs
+                or parameters holding NaN or inf.
+            InnerLoopDivergence: (with ``check_finite``) when the inner loop turned finite inputs
+                into NaN or inf.
         """
         self._check_inputs(z, init_set, fixed)
         if iters is None:
@@ -436,28 +477,37 @@ class IDSPN(nn.Module):
         _check_positive(iters, "iters", integer=True)
         y0 = self.initial_set(z) if init_set is None else init_set
         problem = self.problem(z, y0, fixed)
-        differentiable = torch.is_grad_enabled()
-        if self.backward_mode == "unroll" and differentiable:
-            y, _ = self.optimizer.run(problem, y0, iters)
-        else:
-            with torch.no_grad():
-                y_star, y_prev = self.optimizer.run(problem, y0.detach(), iters)
-            if not torch.isfinite(y_star).all():
-                raise InnerLoopDivergence(self._divergence_message(iters))
-            if not differentiable:
-                return y_star
-            if self.backward_mode == "approx":
-                y = attach_approx_implicit_grad(problem, self.optimizer, y_star, y_prev)
-            else:
-                y = attach_cg_implicit_grad(
-                    problem, self.optimizer, y_star, y_prev, self.cg_gamma, self.cg_iters, self.cg_tol
-                )
-        if not torch.isfinite(y).all():
-            raise InnerLoopDivergence(self._divergence_message(iters))
-        return y
+        start = self.optimizer.project(y0) if self.project_init else y0
+        buf = torch.zeros_like(y0) if self.optimizer.momentum else None
+        training = torch.is_grad_enabled()
+        if training and self.backward_mode == "unroll":
+            y, _ = self._run(problem, start, buf, iters)
+            self._check_output(y, problem, iters)
+            return y
+        with torch.no_grad():
+            y, buf = self._run(problem, start.detach(), buf, iters - 1 if training else iters)
+        if not training:
+            self._check_output(y, problem, iters)
+            return y
+        if self.backward_mode == "approx":
+            y_star, step = self._compiled_or_eager(final_step)(problem, self.optimizer, y, buf)  # type: ignore[misc]
+            self._check_output(y_star, problem, iters)
+            return attach_approx_implicit_grad(y_star, step)
+        with torch.no_grad():
+            y_star, _ = self._run(problem, y, buf, 1)
+        self._check_output(y_star, problem, iters)
+        return attach_cg_implicit_grad(problem, self.optimizer, y_star, y, self.cg_gamma, self.cg_iters, self.cg_tol)
 
-    def _divergence_message(self, iters: int) -> str:
-        return (
+    def _check_output(self, y: Tensor, problem: InnerProblem, iters: int) -> None:
+        """The one finiteness check of a forward; on failure, name the non-finite input if any."""
+        if not self.check_finite or bool(torch.isfinite(y).all()):
+            return
+        inputs = {"z": problem.z, "init_set": problem.init_set, "fixed": problem.fixed}
+        inputs.update({f"parameter {name}": p for name, p in self.named_parameters()})
+        for name, x in inputs.items():
+            if x is not None and not bool(torch.isfinite(x).all()):
+                raise ValueError(f"{name} contains NaN or inf")
+        raise InnerLoopDivergence(
             f"the inner optimisation diverged (NaN or inf in Y after {iters} steps at "
             f"lr={self.optimizer.lr}, momentum={self.optimizer.momentum}); lower lr or set grad_clip"
         )

@@ -5,28 +5,40 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .sorting import descending_values
+__all__ = ["project_simplex", "PAIRWISE_MAX"]
 
-__all__ = ["project_simplex"]
+PAIRWISE_MAX = 128  # under torch.compile: longest vector whose threshold is found by pairwise sums
 
 
-def _simplex_threshold(x: Tensor) -> Tensor:
-    """``(..., 1)`` threshold theta with ``sum(max(x - theta, 0)) = 1`` (Duchi et al., 2008)."""
-    desc = descending_values(x)
+def _support_by_sorting(x: Tensor) -> Tensor:
+    """``(..., K)`` bool: the entries above the simplex threshold (Duchi et al., 2008), by sorting."""
+    desc = torch.sort(x, dim=-1, descending=True).values
     cumsum = desc.cumsum(-1) - 1
     ranks = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=x.dtype)
     # Support size, at least 1 in exact arithmetic; 0 only where NaN, inf or huge values (float32
     # cumsum rounding) break it, which must reach the decoder's finiteness check, not a bad index.
-    size = (desc * ranks > cumsum).sum(-1, keepdim=True).clamp_(min=1)
-    return cumsum.gather(-1, size - 1) / size
+    size = (desc * ranks > cumsum).sum(-1, keepdim=True).clamp(min=1)
+    theta = cumsum.gather(-1, size - 1) / size
+    return x > theta
+
+
+def _support_by_pairs(x: Tensor) -> Tensor:
+    """The same support without sorting: ``x_i`` is above the threshold iff ``sum_j max(x_j - x_i, 0) < 1``.
+
+    ``f(t) = sum_j max(x_j - t, 0)`` decreases in t and the threshold solves ``f(theta) = 1``. Written
+    for ``torch.compile``, which fuses the ``(..., K, K)`` sums into one pass.
+    """
+    excess = (x.unsqueeze(-2) - x.unsqueeze(-1)).clamp(min=0).sum(-1)  # (..., K): f(x_i), 0 for the largest
+    return excess < 1
 
 
 def project_simplex(x: Tensor) -> Tensor:
     """Euclidean projection of every vector along the last dim onto the probability simplex.
 
-    The threshold ``theta`` is found by sorting without gradient. When ``x`` requires grad it is
-    recomputed from the support ``x > theta`` with differentiable ops (the same value), so the
-    result is differentiable almost everywhere (unrolled DSPN, Eq. 10).
+    The projection is ``max(x - theta, 0)`` with ``theta`` chosen so that every vector sums to 1.
+    ``theta`` is computed from the support ``x > theta`` (found without gradient, by a sort, or by
+    pairwise sums under ``torch.compile``) with differentiable ops, so the result is differentiable
+    almost everywhere (unrolled DSPN, Eq. 10).
 
     Args:
         x: ``(..., K)`` floating tensor.
@@ -39,10 +51,8 @@ def project_simplex(x: Tensor) -> Tensor:
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() == 0 or x.shape[-1] == 0:
         raise ValueError("x must be a floating tensor with a non-empty last dim")
     with torch.no_grad():
-        theta = _simplex_threshold(x.detach())  # (..., 1)
-    if not (x.requires_grad and torch.is_grad_enabled()):
-        return (x - theta).clamp_(min=0)
-    support = x.detach() > theta
+        pairwise = torch.compiler.is_compiling() and x.shape[-1] <= PAIRWISE_MAX
+        support = (_support_by_pairs if pairwise else _support_by_sorting)(x.detach())
     count = support.sum(-1, keepdim=True).clamp(min=1).to(x.dtype)
-    theta = ((x * support).sum(-1, keepdim=True) - 1) / count  # same value, differentiable
+    theta = ((x * support).sum(-1, keepdim=True) - 1) / count  # (..., 1)
     return (x - theta).clamp(min=0)

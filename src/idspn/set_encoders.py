@@ -6,13 +6,17 @@ mean) or on whether it is the largest (max). The weights are piecewise constant 
 vector-Jacobian product of pooling is simply ``w * grad``. This one form gives
 
 * the ordinary forward pass,
-* a fused ``value_and_vjp`` that the decoders call at every inner step (Eq. 6-7) without building an
-  autograd graph, and
+* a fused ``value_and_vjp`` that the decoders call at every inner step (Eq. 6-7), written out in
+  plain torch ops (no autograd graph, traceable by ``torch.compile``), and
 * the equivariance properties of Section 2.3: rank-dependent weights (FSPool, max) give equal
   elements different gradients (exclusively multiset-equivariant, Appendix A); constant weights
   (sum, mean) cannot (set-equivariant).
 
-The file reads top-down: pooling weights -> poolings -> the encoder.
+Ranks are taken on keys in which exact duplicates of an input row share their first occurrence's
+features (``ranking.canonical_keys``), so ties between equal elements are broken by position in
+every feature whatever rounding the matrix products did.
+
+The file reads top-down: input checks -> the encoder interface -> poolings -> the encoder.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module_hooks
 from torch.nn.utils import parametrize
 
-from .sorting import lookup_by_rank, set_dim_outermost
+from .ranking import canonical_keys, duplicate_index, lookup_by_rank
 
 __all__ = [
     "SetEncoder",
@@ -37,9 +41,13 @@ __all__ = [
     "FSEncoder",
     "POOLINGS",
     "check_set",
+    "check_mask",
 ]
 
 VJP = Callable[[Tensor], Tensor]
+
+
+# --- input checks ------------------------------------------------------------------------------
 
 
 def check_set(x: Tensor, name: str, set_dim: int | None = None, set_size: int | None = None) -> None:
@@ -58,16 +66,30 @@ def check_set(x: Tensor, name: str, set_dim: int | None = None, set_size: int | 
         raise ValueError(f"{name} must have set_size={set_size} elements, got shape {tuple(x.shape)}")
 
 
-def _check_mask(mask: Tensor | None, x: Tensor) -> None:
+def check_mask(mask: Tensor | None, x: Tensor) -> None:
+    """Raise ``ValueError`` unless ``mask`` is None or a ``(B, N)`` bool tensor marking at least one
+    element of every set present (a pooling of an empty set has no value)."""
     if mask is None:
         return
-    if mask.dtype != torch.bool or mask.shape != x.shape[:2]:
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != x.shape[:2]:
         raise ValueError(
             f"mask must be a bool tensor of shape (B, N)={tuple(x.shape[:2])}, "
-            f"got {mask.dtype} of shape {tuple(mask.shape)}"
+            f"got {getattr(mask, 'dtype', type(mask).__name__)} of shape {tuple(getattr(mask, 'shape', ()))}"
         )
     if not mask.any(dim=1).all():
         raise ValueError("mask must mark at least one element of every set as present")
+
+
+def _check_features(h: Tensor, channels: int | None) -> None:
+    check_set(h, "h")
+    if channels is not None and h.shape[2] != channels:
+        raise ValueError(f"h must have channels={channels} features, got shape {tuple(h.shape)}")
+
+
+def _check_dtype(x: Tensor, weight: Tensor) -> None:
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise ValueError(f"x must have the encoder's dtype {weight.dtype}, got {x.dtype} "
+                         f"(convert one of them, e.g. encoder.to({x.dtype}))")
 
 
 def _positive_int(value: int, name: str) -> int:
@@ -76,30 +98,30 @@ def _positive_int(value: int, name: str) -> int:
     return value
 
 
+# --- the encoder interface ---------------------------------------------------------------------
+
+
 class SetEncoder(nn.Module):
     """Base class of set encoders g: ``(B, N, D) -> (B, L)`` that a decoder can optimise through.
 
     Subclasses implement ``forward(x, mask=None)``. ``value_and_vjp`` returns ``g(x)`` and a function
-    computing the vector-Jacobian product ``(dg/dx)^T v``; the default goes through autograd, and
-    subclasses override it with a fused computation. The product must stay differentiable with
-    respect to ``v`` and the parameters (Eq. 9 backpropagates through it) and, when ``x`` requires
-    grad, with respect to ``x`` (unrolled DSPN, Hessian-vector products).
+    computing the vector-Jacobian product ``(dg/dx)^T v``; the default goes through ``torch.func.vjp``
+    (so it composes with ``torch.func`` and ``torch.compile``), and subclasses may override it with
+    a fused computation. The product must stay differentiable with respect to ``v`` and the
+    parameters (Eq. 9 backpropagates through it) and, when ``x`` requires grad, with respect to
+    ``x`` (unrolled DSPN, Hessian-vector products).
     """
 
     set_dim: int
-    latent_dim: int
-    thread_safe = False  # whether value_and_vjp may run for parts of a batch in several threads at once
+    latent_dim: int | None
 
     def value_and_vjp(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, VJP]:
-        with torch.enable_grad():
-            leaf = x if x.requires_grad else x.detach().requires_grad_()
-            out = self(leaf, mask)  # (B, L)
-
-        def vjp(v: Tensor) -> Tensor:
-            (grad,) = torch.autograd.grad(out, leaf, v, create_graph=torch.is_grad_enabled())
-            return grad  # (B, N, D)
-
-        return out, vjp
+        out, pullback = torch.func.vjp(lambda inputs: self(inputs, mask), x)
+        if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+            raise ValueError(f"a set encoder must map (B, N, D) to (B, L); {type(self).__name__} returned "
+                             f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__} "
+                             f"for an input of shape {tuple(x.shape)}")
+        return out, lambda v: pullback(v)[0]
 
 
 class ModuleSetEncoder(SetEncoder):
@@ -107,6 +129,8 @@ class ModuleSetEncoder(SetEncoder):
 
     def __init__(self, module: nn.Module, set_dim: int, latent_dim: int | None = None) -> None:
         super().__init__()
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"module must be an nn.Module, got {type(module).__name__}")
         self.module = module
         self.set_dim = _positive_int(set_dim, "set_dim")
         self.latent_dim = None if latent_dim is None else _positive_int(latent_dim, "latent_dim")
@@ -117,25 +141,7 @@ class ModuleSetEncoder(SetEncoder):
         return self.module(x)
 
 
-# --- pooling weights -----------------------------------------------------------------------------
-
-
-def _rank_weights(h: Tensor, mask: Tensor | None, position_weights: Tensor) -> Tensor:
-    """Give each element the weight of its rank: ``out[b, n, l] = pw[b, rank[b, n, l], l]``.
-
-    Args:
-        h: ``(B, N, L)`` element features, in any memory layout; padded elements (``mask`` False)
-            are ranked last.
-        mask: ``(B, N)`` bool or None.
-        position_weights: ``(B or 1, N, L)`` weight of the r-th largest element of each feature.
-
-    Returns:
-        ``(B, N, L)`` per-element weights, differentiable in ``position_weights``; in the memory
-        layout of ``h`` when the set dim is outermost or innermost in it (as ``FSEncoder`` lays
-        out its features for the decoder's inner loop).
-    """
-    key = h if mask is None else torch.where(mask.unsqueeze(-1), h, float("-inf"))
-    return lookup_by_rank(key, position_weights, dim=1)  # no gradient through the ranks (Eq. 11)
+# --- poolings ----------------------------------------------------------------------------------
 
 
 class FSPool(nn.Module):
@@ -152,15 +158,34 @@ class FSPool(nn.Module):
         channels: number of features L.
         n_pieces: pieces of the piecewise-linear weight function (ignored with ``set_size``).
         set_size: if given, use fixed per-position weights for sets of this size.
+        init: initialisation of the weights: ``"normal"``, N(0, 1) (FSPool's own), or
+            ``"fan_out"``, N(0, 1/rows) (``kaiming_normal_(mode="fan_out")``, as the original iDSPN
+            code initialised its per-position table: std ``1/sqrt(set_size)``).
     """
 
-    def __init__(self, channels: int, n_pieces: int = 20, set_size: int | None = None) -> None:
+    INITS = ("normal", "fan_out")
+
+    def __init__(self, channels: int, n_pieces: int = 20, set_size: int | None = None, init: str = "normal") -> None:
         super().__init__()
         self.channels = _positive_int(channels, "channels")
         self.n_pieces = _positive_int(n_pieces, "n_pieces")
         self.set_size = None if set_size is None else _positive_int(set_size, "set_size")
+        if init not in self.INITS:
+            raise ValueError(f"init must be one of {self.INITS}, got {init!r}")
+        self.init = init
         rows = self.n_pieces + 1 if self.set_size is None else self.set_size
-        self.weight = nn.Parameter(torch.randn(rows, self.channels))
+        self.weight = nn.Parameter(torch.empty(rows, self.channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Draw the weights as ``init`` says."""
+        with torch.no_grad():
+            std = 1.0 if self.init == "normal" else self.weight.shape[0] ** -0.5
+            self.weight.normal_(0.0, std)
+
+    def extra_repr(self) -> str:
+        size = f"set_size={self.set_size}" if self.set_size is not None else f"n_pieces={self.n_pieces}"
+        return f"channels={self.channels}, {size}, init={self.init!r}"
 
     def position_weights(self, set_size: int, mask: Tensor | None = None) -> Tensor:
         """Weight of the r-th largest element of each feature.
@@ -189,31 +214,47 @@ class FSPool(nn.Module):
         weights = (1 - frac) * left + frac * right
         return weights * (ranks < sizes).unsqueeze(-1)
 
-    def element_weights(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``(B, N, L)`` weight of each element: the position weight of its rank."""
-        return _rank_weights(h, mask, self.position_weights(h.shape[1], mask))
+    def element_weights(self, h: Tensor, mask: Tensor | None = None, duplicates: Tensor | None = None) -> Tensor:
+        """``(B, N, L)`` weight of each element: the position weight of its rank.
 
-    def forward(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
+        Args:
+            h: ``(B, N, L)`` element features.
+            mask: ``(B, N)`` bool, present elements; padded ones are ranked last.
+            duplicates: ``(B, N)`` first occurrence of each element's input row
+                (``ranking.duplicate_index``), so that equal inputs tie exactly; None: rank ``h`` as is.
+        """
+        _check_features(h, self.channels)
+        check_mask(mask, h)
+        key = canonical_keys(h, duplicates)
+        if mask is not None:
+            key = key.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        return lookup_by_rank(key, self.position_weights(h.shape[1], mask), dim=1)  # no grad through ranks (Eq. 11)
+
+    def forward(self, h: Tensor, mask: Tensor | None = None, duplicates: Tensor | None = None) -> Tensor:
         """``(B, N, L) -> (B, L)``."""
-        return (h * self.element_weights(h, mask)).sum(1)
+        return (h * self.element_weights(h, mask, duplicates)).sum(1)
 
 
 class SumPool(nn.Module):
     """Sum over the set: set-equivariant gradients (the DeepSets ablation of Tables 6 and 7)."""
 
-    def element_weights(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
+    def element_weights(self, h: Tensor, mask: Tensor | None = None, duplicates: Tensor | None = None) -> Tensor:
+        _check_features(h, None)
+        check_mask(mask, h)
         if mask is None:
             return torch.ones((1, 1, 1), dtype=h.dtype, device=h.device)
         return mask.to(h.dtype).unsqueeze(-1)  # (B, N, 1)
 
-    def forward(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
-        return (h * self.element_weights(h, mask)).sum(1)
+    def forward(self, h: Tensor, mask: Tensor | None = None, duplicates: Tensor | None = None) -> Tensor:
+        return (h * self.element_weights(h, mask, duplicates)).sum(1)
 
 
 class MeanPool(SumPool):
     """Mean over the present elements: set-equivariant gradients."""
 
-    def element_weights(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
+    def element_weights(self, h: Tensor, mask: Tensor | None = None, duplicates: Tensor | None = None) -> Tensor:
+        _check_features(h, None)
+        check_mask(mask, h)
         if mask is None:
             return torch.full((1, 1, 1), 1.0 / h.shape[1], dtype=h.dtype, device=h.device)
         present = mask.to(h.dtype)
@@ -223,16 +264,26 @@ class MeanPool(SumPool):
 class MaxPool(SumPool):
     """Featurewise max: the gradient goes to one element only (ties by position)."""
 
-    def element_weights(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
-        key = h if mask is None else h.masked_fill(~mask.unsqueeze(-1), float("-inf"))
-        top = key.detach().argmax(dim=1, keepdim=True)  # (B, 1, L)
-        return torch.zeros_like(h).scatter_(1, top, 1.0)
+    def element_weights(self, h: Tensor, mask: Tensor | None = None, duplicates: Tensor | None = None) -> Tensor:
+        _check_features(h, None)
+        check_mask(mask, h)
+        key = canonical_keys(h, duplicates)
+        if mask is not None:
+            key = key.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        top = key.argmax(dim=1, keepdim=True)  # (B, 1, L): the first of equal maxima
+        return torch.zeros_like(h).scatter(1, top, 1.0)
 
 
 POOLINGS: dict[str, type[nn.Module]] = {"sum": SumPool, "mean": MeanPool, "max": MaxPool}
+_POOL_TYPES = (FSPool, SumPool, MeanPool, MaxPool)
 
 
-# --- the encoder ---------------------------------------------------------------------------------
+# --- the encoder -------------------------------------------------------------------------------
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks or parametrize.is_parametrized(module))
 
 
 class FSEncoder(SetEncoder):
@@ -250,18 +301,8 @@ class FSEncoder(SetEncoder):
             paper's experiments); None uses the piecewise-linear weights that handle any size.
         pooling: one of "fspool", "sum", "mean", "max".
         n_pieces: pieces of FSPool's piecewise-linear weight function.
+        fspool_init: initialisation of FSPool's weights, ``"normal"`` or ``"fan_out"`` (``FSPool``).
     """
-
-    @property
-    def thread_safe(self) -> bool:
-        """``value_and_vjp`` only reads the module, unless a subclass overrides it or hooks or
-        parametrizations (e.g. spectral norm's power iteration) run inside it."""
-        if type(self).value_and_vjp is not FSEncoder.value_and_vjp:
-            return False
-        if _module_hooks._global_forward_hooks or _module_hooks._global_forward_pre_hooks:
-            return False
-        return not any(m._forward_hooks or m._forward_pre_hooks or parametrize.is_parametrized(m)
-                       for m in (self, self.lin1, self.lin2, self.pool))
 
     def __init__(
         self,
@@ -271,13 +312,14 @@ class FSEncoder(SetEncoder):
         set_size: int | None = None,
         pooling: str = "fspool",
         n_pieces: int = 20,
+        fspool_init: str = "normal",
     ) -> None:
         super().__init__()
         self.set_dim = _positive_int(set_dim, "set_dim")
         self.hidden_dim = _positive_int(hidden_dim, "hidden_dim")
         self.latent_dim = _positive_int(latent_dim, "latent_dim")
         if pooling == "fspool":
-            self.pool: nn.Module = FSPool(latent_dim, n_pieces=n_pieces, set_size=set_size)
+            self.pool: nn.Module = FSPool(latent_dim, n_pieces=n_pieces, set_size=set_size, init=fspool_init)
         elif pooling in POOLINGS:
             _positive_int(n_pieces, "n_pieces")
             if set_size is not None:
@@ -289,44 +331,53 @@ class FSEncoder(SetEncoder):
         self.lin1 = nn.Linear(set_dim, hidden_dim)
         self.lin2 = nn.Linear(hidden_dim, latent_dim)
 
+    def _check_input(self, x: Tensor, mask: Tensor | None) -> None:
+        check_set(x, "x", set_dim=self.set_dim)
+        _check_dtype(x, self.lin1.weight)
+        check_mask(mask, x)
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``(B, N, D) -> (B, L)``; padded elements (``mask`` False) do not change the result."""
-        check_set(x, "x", set_dim=self.set_dim)
-        _check_mask(mask, x)
+        self._check_input(x, mask)
         h = self.lin2(F.relu(self.lin1(x)))  # (B, N, L)
-        return self.pool(h, mask)
+        return self.pool(h, mask, duplicate_index(x))
+
+    def fused_is_exact(self) -> bool:
+        """Whether the fused ``value_and_vjp`` computes the gradient of this module's ``forward``.
+
+        It does for an ``FSEncoder`` as defined here. It does not if a subclass overrides ``forward``,
+        if ``lin1``, ``lin2`` or ``pool`` were replaced by other modules, or if hooks or
+        parametrizations (e.g. weight or spectral norm) run inside it: then ``value_and_vjp``
+        differentiates ``forward`` itself through ``torch.func.vjp``.
+        """
+        if type(self).forward is not FSEncoder.forward:
+            return False
+        if type(self.lin1) is not nn.Linear or type(self.lin2) is not nn.Linear or type(self.pool) not in _POOL_TYPES:
+            return False
+        if (_module_hooks._global_forward_hooks or _module_hooks._global_forward_pre_hooks
+                or _module_hooks._global_backward_hooks or _module_hooks._global_backward_pre_hooks):
+            return False
+        return not any(_has_hooks(m) for m in (self, self.lin1, self.lin2, self.pool))
 
     def value_and_vjp(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, VJP]:
-        """Fused ``g(x)`` and ``v -> (dg/dx)^T v`` written out by hand (no autograd graph needed).
+        """``g(x)`` and ``v -> (dg/dx)^T v``, written out (no autograd graph needed).
 
         The ReLU pattern and the pooling weights are piecewise constant in ``x``, so the product is
         exact wherever g is differentiable, and differentiable in ``v``, the parameters and ``x``.
-        The element features are laid out in memory as FSPool's ranking likes them (no copies):
-        ``(N, B, L)`` for short sets (pairwise rank counting), ``(L, B, N)`` for long ones (sorting).
+        Falls back to ``SetEncoder.value_and_vjp`` unless ``fused_is_exact()``.
         """
-        batch, n, _ = x.shape
-        set_major = set_dim_outermost(n)
-        rows = x.transpose(0, 1) if set_major else x  # (N, B, D) or (B, N, D)
-        act = F.relu(self.lin1(rows), inplace=True).reshape(batch * n, self.hidden_dim)  # (rows, H)
-        if set_major:
-            h = torch.addmm(self.lin2.bias, act, self.lin2.weight.t())  # (N*B, L)
-            h = h.view(n, batch, self.latent_dim).transpose(0, 1)  # (B, N, L), a view
-        else:
-            h = torch.addmm(self.lin2.bias.unsqueeze(1), self.lin2.weight, act.t())  # (L, B*N)
-            h = h.view(self.latent_dim, batch, n).permute(1, 2, 0)  # (B, N, L), a view
-        weights = self.pool.element_weights(h, mask)  # (B|1, N, L|1)
+        if not self.fused_is_exact():
+            return super().value_and_vjp(x, mask)
+        self._check_input(x, mask)
+        pre = F.linear(x, self.lin1.weight, self.lin1.bias)  # (B, N, H)
+        h = F.linear(pre.relu(), self.lin2.weight, self.lin2.bias)  # (B, N, L)
+        weights = self.pool.element_weights(h, mask, duplicate_index(x))  # (B|1, N|1, L|1)
         out = (h * weights).sum(1)  # (B, L)
+        active = pre.detach() > 0  # ReLU's pattern: piecewise constant, no gradient
 
         def vjp(v: Tensor) -> Tensor:
-            grad_h = (weights * v.unsqueeze(1)).expand(batch, n, self.latent_dim)  # (B, N, L)
-            if set_major:
-                grad_act = grad_h.transpose(0, 1).reshape(n * batch, -1) @ self.lin2.weight  # (N*B, H)
-            else:
-                grad_act = grad_h.permute(2, 0, 1).reshape(-1, batch * n).t() @ self.lin2.weight  # (B*N, H)
-            grad_pre = torch.ops.aten.threshold_backward(grad_act, act.detach(), 0.0)  # ReLU's pattern: no grad to act
-            grad = grad_pre @ self.lin1.weight  # (rows, D)
-            if set_major:
-                return grad.view(n, batch, self.set_dim).transpose(0, 1)  # (B, N, D)
-            return grad.view(batch, n, self.set_dim)
+            grad_h = weights * v.unsqueeze(1)  # (B, N, L)
+            grad_pre = (grad_h @ self.lin2.weight) * active  # (B, N, H)
+            return grad_pre @ self.lin1.weight  # (B, N, D)
 
         return out, vjp

@@ -1,0 +1,236 @@
+"""Ranks of set elements, the sorting inside FSPool (Zhang et al., 2020; Appendix A), in plain torch.
+
+FSPool weights the r-th largest value of every feature, so a decoder that optimises through it
+needs, at every inner step, the rank of every element within every feature. Everything here is
+ordinary torch code: it runs under autograd, ``torch.func`` (vmap, jvp, vjp, grad, jacrev),
+``torch.compile`` (``fullgraph=True``) and on any device, and makes no host synchronisation.
+
+Ties are broken by position, with one rule for every feature (a stable descending order). That rule
+is what makes a decoder with FSPool multiset-equivariant on inputs with exact duplicates (Definition
+2, Appendix A.2): equal elements are ranked in the order they come in, in every feature, so
+permuting them permutes the outputs. It only holds if equal input elements really give equal
+features, and a matrix product need not: BLAS kernels may round equal rows differently depending on
+where they fall in their tiles. ``duplicate_index`` finds the exact duplicates among the rows of the
+encoder's *input*, and ``canonical_keys`` gives every duplicate the features of its first
+occurrence before ranking, so the tie rule applies whatever the arithmetic did.
+
+How the ranks are computed depends on where the code runs, not on what it computes (each way is
+tested against ``torch.sort(stable=True)``):
+
+* under ``torch.compile``, by counting pairwise comparisons, which inductor fuses into one pass
+  over the set without materialising the pairs (up to ``COUNTING_MAX_COMPILED`` elements);
+* eagerly on CPU for short sets (up to ``COUNTING_MAX_EAGER``), by the same count written as one
+  comparison per pair of positions (no sort, no ``(N, N)`` intermediate);
+* otherwise by a stable ``torch.sort``.
+
+No gradient flows through a rank: ranks are piecewise constant in the features (Eq. 11), so the
+weights they select are differentiable in the weight table only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "COUNTING_MAX_COMPILED",
+    "COUNTING_MAX_EAGER",
+    "canonical_keys",
+    "descending_ranks",
+    "duplicate_index",
+    "lookup_by_rank",
+]
+
+COUNTING_MAX_EAGER = 16  # eager CPU: longest set ranked by one comparison per pair of positions
+COUNTING_MAX_COMPILED = 128  # compiled: longest set ranked by fused pairwise counting
+
+_WORD = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int32}  # integer view of each float size
+
+
+# --- exact duplicates among the rows of a set --------------------------------------------------
+
+
+def _row_fingerprints(x: Tensor) -> Tensor:
+    """``(B, N, D) -> (B, N)`` int64 fingerprint of every row's bits (equal rows: equal prints).
+
+    Integer arithmetic on the bit patterns is exact on every machine, so equal rows always get equal
+    fingerprints; different rows get different ones except for a chance of about 2^-60 per pair.
+    ``-0.0`` is first turned into ``+0.0`` so that rows equal in value are equal in bits.
+    """
+    x = x.detach()
+    x = torch.where(x == 0, torch.zeros_like(x), x)  # -0.0 -> +0.0 (``x + 0.0`` would be simplified away)
+    words = x.view(_WORD[x.element_size()]).to(torch.int64)  # (B, N, W)
+    width = words.shape[-1]
+    bits = 62 - 8 * min(x.element_size(), 4) - max(width - 1, 1).bit_length()  # no int64 overflow
+    if bits < 8:
+        raise ValueError(f"rows of {width} words are too wide to fingerprint; got shape {tuple(x.shape)}")
+    index = torch.arange(width, device=x.device, dtype=torch.int64)
+    multipliers = ((index + 1) * 0x9E3779B1 & ((1 << bits) - 1)) | 1  # odd, spread; no overflow
+    return (words * multipliers).sum(-1)  # (B, N)
+
+
+def duplicate_index(x: Tensor) -> Tensor:
+    """Position of the first row equal to each row, within its set.
+
+    ``out[b, n]`` is the smallest ``m`` with ``x[b, m] == x[b, n]`` (all features equal in value), so
+    ``out[b, n] == n`` for a row without an earlier duplicate. Candidates are found by comparing row
+    fingerprints (``(B, N, N)`` integer comparisons) and then checked feature by feature, so two
+    different rows are never taken for duplicates; a duplicate could be missed only if an earlier,
+    different row shared its 64-bit fingerprint.
+
+    Args:
+        x: ``(B, N, D)`` floating tensor, e.g. the input of a set encoder.
+
+    Returns:
+        ``(B, N)`` long tensor.
+    """
+    prints = _row_fingerprints(x)  # (B, N)
+    same = prints.unsqueeze(2) == prints.unsqueeze(1)  # (B, N, N): [b, n, m]
+    candidate = same.to(torch.uint8).argmax(dim=2)  # (B, N): first m with the same fingerprint
+    rows = x.detach().gather(1, candidate.unsqueeze(-1).expand_as(x))  # (B, N, D)
+    confirmed = (rows == x.detach()).all(dim=-1)  # (B, N)
+    positions = torch.arange(x.shape[1], device=x.device).expand_as(candidate)
+    return torch.where(confirmed, candidate, positions)
+
+
+def canonical_keys(h: Tensor, duplicates: Tensor | None) -> Tensor:
+    """``h`` detached, every duplicate's row replaced by its first occurrence's (exactly).
+
+    Args:
+        h: ``(B, N, L)`` element features.
+        duplicates: ``(B, N)`` from ``duplicate_index`` of the rows ``h`` was computed from, or
+            None (no duplicates to canonicalise).
+
+    Returns:
+        ``(B, N, L)`` ranking keys: equal wherever the input rows were equal.
+    """
+    h = h.detach()
+    if duplicates is None:
+        return h
+    if torch.compiler.is_compiling() and h.device.type == "cpu":
+        # Inductor would fuse a gather into the ranking's inner loop and vectorise that loop badly
+        # (several times slower), so the selection is written as a sum over the set with one
+        # non-zero term per key (exact in any order of summation); inductor writes it out first.
+        select = duplicates.unsqueeze(-1) == torch.arange(h.shape[1], device=h.device)  # (B, N, M)
+        return torch.where(select.unsqueeze(-1), h.unsqueeze(1), 0.0).sum(2)  # (B, N, L)
+    return h.gather(1, duplicates.unsqueeze(-1).expand_as(h))
+
+
+# --- ranks -------------------------------------------------------------------------------------
+
+
+def _ranks_by_counting(x: Tensor) -> Tensor:
+    """Stable descending ranks along dim 1 of ``(B, N, L)``: how many elements precede each.
+
+    ``x_m`` precedes ``x_n`` if it is larger, or equal and earlier. Written for ``torch.compile``,
+    which turns the sum into one fused reduction; the count is accumulated in ``x``'s float dtype,
+    exact for any set this size.
+    """
+    n = x.shape[1]
+    positions = torch.arange(n, device=x.device)
+    earlier = (positions.view(1, 1, n, 1) < positions.view(1, n, 1, 1))  # [., n, m, .]: m < n
+    this, other = x.unsqueeze(2), x.unsqueeze(1)  # (B, N, 1, L), (B, 1, M, L)
+    precedes = (other > this) | ((other == this) & earlier)  # (B, N, M, L)
+    return precedes.to(x.dtype).sum(2).long()  # (B, N, L)
+
+
+def _ranks_by_pairs(x: Tensor) -> Tensor:
+    """``_ranks_by_counting`` for short sets in eager mode: one comparison per pair of positions.
+
+    Position i precedes j > i iff ``x_i >= x_j``, so each pair adds one to exactly one of the two
+    ranks; ``N (N - 1) / 2`` comparisons of ``(B, L)`` slices, no ``(N, N)`` intermediate. Out of
+    place throughout, so that ``torch.func.vmap`` can batch it.
+    """
+    n = x.shape[1]
+    counts: list[Tensor | int] = [0] * n
+    for i in range(n):
+        for j in range(i + 1, n):
+            first = x[:, i] >= x[:, j]  # (B, L)
+            counts[j] = counts[j] + first
+            counts[i] = counts[i] + ~first
+    if n == 1:
+        return torch.zeros(x.shape, dtype=torch.int64, device=x.device)
+    return torch.stack([c.long() for c in counts], dim=1)  # (B, N, L)
+
+
+def _by_sorting(x: Tensor) -> Tensor:
+    """Permutation that stably sorts dim 1 of ``(B, N, L)`` in descending order."""
+    return torch.sort(x, dim=1, descending=True, stable=True).indices
+
+
+def _counting_max(x: Tensor) -> int:
+    if torch.compiler.is_compiling():
+        return COUNTING_MAX_COMPILED
+    return COUNTING_MAX_EAGER if x.device.type == "cpu" else 0
+
+
+def _check_keys(x: Tensor, dim: int) -> int:
+    if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() == 0:
+        raise ValueError(f"x must be a floating tensor with at least one dim, got {getattr(x, 'dtype', type(x))}")
+    if not -x.dim() <= dim < x.dim():
+        raise ValueError(f"dim must be in [{-x.dim()}, {x.dim()}) for a {x.dim()}-d tensor, got {dim}")
+    return dim % x.dim()
+
+
+def _as_sets(x: Tensor, dim: int) -> Tensor:
+    """``x`` viewed as ``(B, N, L)`` sets along ``dim``: the dims before it and after it flattened."""
+    n = x.shape[dim]
+    return x.reshape(x.shape[:dim].numel(), n, x.shape[dim + 1:].numel())
+
+
+def _ranks(keys: Tensor) -> Tensor:
+    """Stable descending ranks along dim 1 of ``(B, N, L)``, by whichever way suits the context."""
+    if keys.shape[1] <= _counting_max(keys):
+        return _ranks_by_counting(keys) if torch.compiler.is_compiling() else _ranks_by_pairs(keys)
+    perm = _by_sorting(keys)
+    positions = torch.arange(keys.shape[1], device=keys.device).view(1, -1, 1).expand_as(perm)
+    return torch.zeros_like(perm).scatter(1, perm, positions)
+
+
+def descending_ranks(x: Tensor, dim: int = 1) -> Tensor:
+    """Rank of every element in the stable descending order along ``dim`` (0: the largest).
+
+    Ties are ranked by position. NaN compares unequal to everything, so rows holding NaN get some
+    ranks, not necessarily a permutation; a decoder reports non-finite values itself.
+
+    Args:
+        x: floating tensor, e.g. ``(B, N, L)`` ranking keys.
+        dim: the dimension to rank along.
+
+    Returns:
+        ``torch.long`` tensor of the shape of ``x``.
+    """
+    dim = _check_keys(x, dim)
+    return _ranks(_as_sets(x.detach(), dim)).reshape(x.shape)
+
+
+def lookup_by_rank(x: Tensor, table: Tensor, dim: int = 1) -> Tensor:
+    """Each element's entry of ``table`` at its stable descending rank along ``dim``.
+
+    ``lookup_by_rank(x, table, dim)`` equals ``torch.gather(table.expand_as(x), dim,
+    descending_ranks(x, dim))``, e.g. FSPool's weight of every element, where ``table`` holds the
+    weight of the r-th largest. Differentiable in ``table``, not in ``x`` (Eq. 11).
+
+    Args:
+        x: floating tensor, e.g. ``(B, N, L)`` ranking keys.
+        table: floating tensor with as many dims as ``x``, broadcastable to ``x`` and of full size
+            along ``dim``, e.g. ``(1, N, L)``.
+        dim: the dimension to rank along.
+
+    Returns:
+        Tensor of the shape of ``x`` and the dtype of ``table``.
+    """
+    dim = _check_keys(x, dim)
+    n = x.shape[dim]
+    fits = (isinstance(table, Tensor) and table.is_floating_point() and table.dim() == x.dim()
+            and table.shape[dim] == n and all(t in (1, s) for t, s in zip(table.shape, x.shape)))
+    if not fits:
+        raise ValueError(f"table must be a floating tensor broadcastable to x's shape {tuple(x.shape)} with "
+                         f"{n} entries along dim {dim}, got {getattr(table, 'shape', type(table).__name__)}")
+    keys = _as_sets(x.detach(), dim)  # (B, N, L)
+    full = _as_sets(table.expand(x.shape), dim)  # (B, N, L): the entry of rank r at position r
+    if keys.shape[1] <= _counting_max(keys):
+        out = full.gather(1, _ranks(keys))
+    else:  # the sort's permutation carries every rank's entry straight to its element
+        out = torch.zeros_like(full).scatter(1, _by_sorting(keys), full)
+    return out.reshape(x.shape)

@@ -1,0 +1,98 @@
+import pytest
+import torch
+
+from idspn.ranking import canonical_keys, descending_ranks, duplicate_index, lookup_by_rank
+
+
+def _reference_ranks(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Inverse of torch's stable descending sort: the rank of every element, ties by position."""
+    perm = torch.sort(x, dim=dim, descending=True, stable=True).indices
+    shape = [x.shape[d] if d == dim % x.dim() else 1 for d in range(x.dim())]
+    positions = torch.arange(x.shape[dim]).view(shape).expand_as(perm)
+    return torch.empty_like(perm).scatter_(dim, perm, positions)
+
+
+def _with_ties(shape):
+    """Values from a small range, so that many are exactly equal; +0.0 and -0.0 among them."""
+    x = torch.randint(-2, 3, shape).float()
+    return torch.where(torch.rand(shape) < 0.2, torch.tensor(-0.0), x)
+
+
+# Sets of 1, 5 and 16 (pairwise comparisons in eager mode on CPU) and 17, 40, 64 (sorting).
+@pytest.mark.parametrize("n", [1, 5, 16, 17, 40, 64])
+def test_ranks_are_the_stable_descending_order(n):
+    x = _with_ties((3, n, 7))
+    assert torch.equal(descending_ranks(x), _reference_ranks(x, 1))
+    x = torch.randn(2, 4, n)
+    assert torch.equal(descending_ranks(x, dim=-1), _reference_ranks(x, -1))
+
+
+@pytest.mark.parametrize("shape, dim", [((7,), 0), ((2, 3, 20, 4), 2), ((4, 6), -1), ((3, 5, 2), 0)])
+def test_ranks_along_any_dim_of_any_tensor(shape, dim):
+    x = _with_ties(shape)
+    assert torch.equal(descending_ranks(x, dim), _reference_ranks(x, dim))
+
+
+@pytest.mark.parametrize("n", [6, 40])
+def test_compiled_ranks_count_pairs_and_equal_eager(n):
+    x = _with_ties((2, n, 3))
+    compiled = torch.compile(descending_ranks, fullgraph=True)
+    assert torch.equal(compiled(x), _reference_ranks(x, 1))
+
+
+@pytest.mark.parametrize("n", [5, 40])
+def test_lookup_by_rank_gathers_the_table_and_is_differentiable_in_it(n):
+    x = _with_ties((3, n, 4))
+    table = torch.randn(1, n, 4, dtype=torch.float64, requires_grad=True)
+    expected = table.expand(3, n, 4).gather(1, _reference_ranks(x, 1))
+    got = lookup_by_rank(x, table)
+    assert torch.equal(got, expected)
+    v = torch.randn_like(got)
+    (g,) = torch.autograd.grad((got * v).sum(), table)
+    (r,) = torch.autograd.grad((expected * v).sum(), table)
+    assert torch.allclose(g, r)
+
+
+def test_lookup_by_rank_rejects_a_table_that_does_not_fit():
+    x = torch.randn(2, 5, 3)
+    for table in (torch.randn(1, 4, 3), torch.randn(2, 5), torch.randn(3, 5, 3), torch.ones(1, 5, 3, dtype=torch.long)):
+        with pytest.raises(ValueError, match="table"):
+            lookup_by_rank(x, table)
+    with pytest.raises(ValueError, match="dim"):
+        descending_ranks(x, dim=3)
+    with pytest.raises(ValueError, match="floating"):
+        descending_ranks(torch.ones(2, 3, dtype=torch.long))
+
+
+def test_duplicate_index_points_every_row_at_its_first_equal_row():
+    x = torch.randn(2, 6, 3)
+    x[0, 4] = x[0, 1]
+    x[0, 5] = x[0, 1]
+    x[1, 3] = x[1, 0]
+    x[1, 2] = x[1, 2].nextafter(torch.tensor(1e9))  # one ulp away from nothing: stays itself
+    x[0, 3] = x[0, 2].clone()
+    x[0, 2, 1], x[0, 3, 1] = 0.0, -0.0  # equal in value, not in bits
+    expected = torch.tensor([[0, 1, 2, 2, 1, 1], [0, 1, 2, 0, 4, 5]])
+    assert torch.equal(duplicate_index(x), expected)
+    compiled = torch.compile(duplicate_index, fullgraph=True)
+    assert torch.equal(compiled(x), expected)
+
+
+def test_duplicate_index_never_merges_different_rows():
+    # Rows one ulp apart in one feature, NaN rows (NaN != NaN) and float64 rows stay apart.
+    base = torch.randn(1, 1, 5, dtype=torch.float64).expand(1, 8, 5).clone()
+    for i in range(1, 8):
+        base[0, i, i % 5] = base[0, 0, i % 5].nextafter(torch.tensor(float(i), dtype=torch.float64) * 1e9)
+    base[0, 7] = float("nan")
+    index = duplicate_index(base)
+    assert torch.equal(index[0, :6], torch.arange(6))
+    assert index[0, 7] == 7
+
+
+def test_canonical_keys_copy_the_first_occurrence_exactly_eager_and_compiled():
+    h = torch.randn(2, 5, 4)
+    duplicates = torch.tensor([[0, 1, 1, 3, 0], [0, 1, 2, 3, 4]])
+    expected = h.gather(1, duplicates.unsqueeze(-1).expand_as(h))
+    assert torch.equal(canonical_keys(h, duplicates), expected)
+    assert torch.equal(torch.compile(canonical_keys, fullgraph=True)(h, duplicates), expected)
+    assert torch.equal(canonical_keys(h, None), h)
