@@ -1,66 +1,63 @@
-"""Time and memory of one training step of iDSPN's three backward modes, side by side.
+"""Time and memory of one iDSPN training step, side by side with other implementations.
 
-One training step = decoder forward + Hungarian loss + backward + Adam step, on the two models the
-issue names (batch 128):
+One training step = decoder forward + Hungarian loss + backward + Adam step, on the two models of
+the paper's CPU-sized experiments (batch 128):
 
 * autoencoding: n = d = 8, input set encoder and inner encoder Linear(d->512)-ReLU-Linear(512->512)-
-  FSPool, learned initial set with regulariser 0.1, Huber Hungarian loss (Appendix F.2);
+  FSPool, learned initial set with regulariser, Huber Hungarian loss (Appendix F.2);
 * numbering: n = 64, 4 fixed class dims + 64 ID dims, hidden/latent 256, simplex projection after
   every step, MSE Hungarian loss restricted within classes (Appendix F.1).
 
 ``approx`` and ``cg`` use Nesterov momentum 0.9 (iDSPN), ``unroll`` momentum 0 (DSPN), as in the
-paper; numbering clips iDSPN's inner gradient at norm 40. ``cg`` cannot be combined with a projection
-and is skipped for numbering. Times are medians over repeated steps, all in this one process; the
-backward modes of one task and ``iters`` are timed in turn, round after round, so that a change in
-the machine's speed during the run (a shared virtual machine's neighbours) affects all of them alike.
-Peak memory is the growth of the resident set during one step after a warm-up step, measured in a
-fresh single-threaded subprocess per configuration with the kernel's peak-RSS counter reset before
-the step (CUDA: ``torch.cuda.max_memory_allocated``).
+paper; numbering clips iDSPN's inner gradient at norm 40; ``cg`` cannot be combined with a projection
+and is skipped for numbering. A configuration is named ``task/backward/iters``.
 
-Finally one inner step (no grad; a 10-iteration run from a fixed start, divided by 10) is compared
-with plain matrix products of the same shapes (the FLOP rate is their time over the step's) and
-broken down into its parts, again timed in turn. The parts run on their own, on the whole batch, so
-"the rest" is a residual: it holds the passes not timed separately and what the parts lose to each
-other inside the loop, and on CPU it nets out what the loop's split over the batch gains. Beside
-the parts, not in the sum: FSPool's weights on the differentiable path (ranks, then a gather, as in
-training graphs) and ``torch.sort`` of the same rows, for reference. The last line is the share of
-CPU time the host gave to other guests during the run (``/proc/stat`` steal).
+Implementations run in worker processes that speak one line protocol (JSON per line on stdin and
+stdout: ``{"op": "setup", "config": ...}``, ``{"op": "time", "config": ..., "steps": k}`` answered
+by ``{"ok": true, "seconds": [...]}``, ``{"op": "quit"}``), so that very different code can be timed
+in one run: this library eager (``eager``) and with ``IDSPN(compile=True)`` (``compiled``), another
+revision of it (``--baseline-src DIR``, e.g. a ``git worktree`` of an older commit), and any external
+program (``--worker NAME=COMMAND``). Only one worker runs at a time. Every configuration is timed
+round after round, the implementations in turn with the order rotated, so that a change of the
+machine's speed during the run hits them alike; the table gives medians and ratios.
 
-Usage: ``python benchmarks/step_benchmark.py [--quick] [--out FILE.md] [--json FILE.json] [--device cpu]``
+Then, in this process: the peak memory of a step (the growth of the resident set, or
+``torch.cuda.max_memory_allocated``, in a fresh single-threaded process per configuration), and the
+FLOP rate of one no-grad inner step, eager and compiled: the time of its four matrix products alone
+over the time of the step, timed in turn.
+
+Usage::
+
+    python benchmarks/step_benchmark.py [--quick] [--iters 10 20 40] [--impls eager compiled]
+        [--baseline-src DIR] [--worker NAME=COMMAND ...] [--device cuda] [--out FILE.md] [--json FILE.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import multiprocessing as mp
 import os
+import platform
+import shlex
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
-from idspn import IDSPN, FSEncoder, hungarian_loss
-from idspn.sorting import set_dim_outermost
-
 BATCH = 128
-DIFFERENTIABLE = "FSPool weights with grad"  # timed beside an inner step's parts, not one of them
-TORCH_SORT = "torch.sort of the same rows"  # likewise: the reference for sorting.py's NumPy sorts
-# The original code measured on this machine (torch 2.13, CPU, 2 threads, batch 128): s / step.
-ORIGINAL_S_PER_STEP = {
-    ("autoencoding", "approx", 10): 0.19,
-    ("autoencoding", "approx", 20): 0.35,
-    ("autoencoding", "approx", 40): 0.66,
-    ("autoencoding", "unroll", 10): 0.43,
-    ("autoencoding", "unroll", 20): 0.80,
-    ("autoencoding", "unroll", 40): 1.73,
-    ("numbering", "approx", 20): 1.78,
-    ("numbering", "unroll", 20): 3.16,
-}
+TASKS = ("autoencoding", "numbering")
+BACKWARDS = ("approx", "cg", "unroll")
+
+
+# --- the models -----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -68,19 +65,29 @@ class Setup:
     """One model, one batch and a closure running one full training step."""
 
     step: Callable[[], None]
-    decoder: IDSPN
+    decoder: Any  # idspn.IDSPN
     inner_shapes: list[tuple[int, int, int]]  # (rows, in, out) of each inner-step matmul
 
 
-def autoencoding(backward: str, iters: int, device: torch.device) -> Setup:
+def _decoder_kwargs(impl: str, device: torch.device) -> dict[str, Any]:
+    if impl == "compiled":
+        return {"compile": True}
+    if impl == "cuda-graphs":
+        return {"compile": "reduce-overhead", "check_finite": False}
+    return {}
+
+
+def autoencoding(backward: str, iters: int, device: torch.device, impl: str = "eager") -> Setup:
+    from idspn import IDSPN, FSEncoder, hungarian_loss
+
     n, d, width = 8, 8, 512
     torch.manual_seed(0)
     set_encoder = FSEncoder(d, width, width, set_size=n).to(device)
     inner = FSEncoder(d, width, width, set_size=n)
     momentum = 0.0 if backward == "unroll" else 0.9
-    decoder = IDSPN(inner, n, d, iters=iters, momentum=momentum, init="learned", reg=0.1, backward=backward).to(device)
-    params = list(set_encoder.parameters()) + list(decoder.parameters())
-    opt = torch.optim.Adam(params, lr=1e-3)
+    decoder = IDSPN(inner, n, d, iters=iters, momentum=momentum, init="learned", reg=0.1 / (n * d),
+                    backward=backward, **_decoder_kwargs(impl, device)).to(device)
+    opt = torch.optim.Adam(list(set_encoder.parameters()) + list(decoder.parameters()), lr=1e-3)
     x = torch.randn(BATCH, n, d, device=device)
 
     def step() -> None:
@@ -93,14 +100,16 @@ def autoencoding(backward: str, iters: int, device: torch.device) -> Setup:
     return Setup(step, decoder, [(rows, d, width), (rows, width, width), (rows, width, width), (rows, width, d)])
 
 
-def numbering(backward: str, iters: int, device: torch.device) -> Setup:
+def numbering(backward: str, iters: int, device: torch.device, impl: str = "eager") -> Setup:
+    from idspn import IDSPN, FSEncoder, hungarian_loss
+
     n, classes, hidden = 64, 4, 256
     torch.manual_seed(0)
     inner = FSEncoder(classes + n, hidden, hidden, set_size=n)
     idspn = backward != "unroll"
     decoder = IDSPN(
         inner, n, n, iters=iters, momentum=0.9 if idspn else 0.0, grad_clip=40.0 if idspn else None,
-        projection="simplex", fixed_dim=classes, backward=backward,
+        projection="simplex", fixed_dim=classes, backward=backward, init_std=0.1, **_decoder_kwargs(impl, device),
     ).to(device)
     input_encoder = FSEncoder(classes, hidden, hidden, set_size=n).to(device)
     opt = torch.optim.Adam(list(decoder.parameters()) + list(input_encoder.parameters()), lr=1e-3)
@@ -124,7 +133,15 @@ def numbering(backward: str, iters: int, device: torch.device) -> Setup:
     return Setup(step, decoder, [(rows, dims, hidden), (rows, hidden, hidden), (rows, hidden, hidden), (rows, hidden, dims)])
 
 
-TASKS = {"autoencoding": autoencoding, "numbering": numbering}
+BUILDERS = {"autoencoding": autoencoding, "numbering": numbering}
+
+
+def build(config: str, device: torch.device, impl: str) -> Setup:
+    task, backward, iters = config.split("/")
+    if task not in BUILDERS or backward not in BACKWARDS:
+        raise ValueError(f"config must be task/backward/iters with task in {TASKS} and backward in {BACKWARDS}, "
+                         f"got {config!r}")
+    return BUILDERS[task](backward, int(iters), device, impl)
 
 
 def _sync(device: torch.device) -> None:
@@ -132,32 +149,104 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_in_turn(steps: dict[str, Callable[[], object]], device: torch.device, repeats: int) -> dict[str, float]:
-    """Median seconds of each callable, timed one after the other in ``repeats`` rounds (each round
-    starting one further along, so that no callable always runs first)."""
-    for step in steps.values():
-        step()  # warm-up
-    names = list(steps)
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for round_ in range(repeats):
-        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-            step = steps[name]
-            _sync(device)
-            start = time.perf_counter()
-            step()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+# --- workers ----------------------------------------------------------------------------------------
 
 
-def steal_ticks() -> int | None:
-    """CPU time the hypervisor gave to other guests so far (``/proc/stat``), or None."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()
-        return int(fields[8])
-    except (OSError, IndexError, ValueError):
-        return None
+def serve(impl: str, device: torch.device) -> None:
+    """Answer the line protocol on stdin/stdout for this library as ``impl`` (a worker process)."""
+    steps: dict[str, Callable[[], None]] = {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            if request["op"] == "quit":
+                break
+            config = request["config"]
+            if request["op"] == "setup":
+                setup = build(config, device, impl)
+                setup.step()  # warm-up: compilation, lazy initialisation, optimiser state
+                setup.step()
+                steps[config] = setup.step
+                reply: dict[str, Any] = {"ok": True}
+            else:
+                seconds = []
+                for _ in range(int(request["steps"])):
+                    _sync(device)
+                    start = time.perf_counter()
+                    steps[config]()
+                    _sync(device)
+                    seconds.append(time.perf_counter() - start)
+                reply = {"ok": True, "seconds": seconds}
+        except Exception as err:  # reported to the coordinator, which leaves the cell empty
+            reply = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+        print(json.dumps(reply), flush=True)
+
+
+class Worker:
+    """A worker process speaking the line protocol."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        env=env, bufsize=1)
+        self.broken: dict[str, str] = {}
+
+    def request(self, **request: Any) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            return {"ok": False, "error": f"worker {self.name} exited with code {self.process.wait()}"}
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.request(op="quit")
+            except (BrokenPipeError, OSError):
+                pass
+            self.process.wait(timeout=60)
+
+
+def own_worker(impl: str, device: torch.device, threads: int, src: str | None = None) -> Worker:
+    """This script as a worker for ``impl``, importing ``idspn`` from ``src`` (default: as installed)."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    command = [sys.executable, __file__, "--serve", impl, "--device", str(device), "--threads", str(threads)]
+    return Worker(impl if src is None else f"{impl} @ {src}", command, env)
+
+
+def time_in_turn(workers: list[Worker], configs: list[str], rounds: int, steps: int,
+                 log: Callable[[str], None]) -> dict[tuple[str, str], float | None]:
+    """Median seconds per step of every (worker, config); None where a worker failed."""
+    out: dict[tuple[str, str], float | None] = {}
+    for config in configs:
+        ready = []
+        for worker in workers:
+            reply = worker.request(op="setup", config=config)
+            if reply["ok"]:
+                ready.append(worker)
+            else:
+                worker.broken[config] = reply["error"]
+                out[worker.name, config] = None
+                log(f"  {worker.name} {config}: {reply['error']}")
+        times: dict[str, list[float]] = {w.name: [] for w in ready}
+        for round_ in range(rounds):
+            for worker in ready[round_ % max(len(ready), 1):] + ready[:round_ % max(len(ready), 1)]:
+                time.sleep(0.05)  # the previous worker's idle threads stop spinning
+                reply = worker.request(op="time", config=config, steps=steps)
+                if reply["ok"]:
+                    times[worker.name] += reply["seconds"]
+                else:
+                    worker.broken[config] = reply["error"]
+        for worker in ready:
+            out[worker.name, config] = statistics.median(times[worker.name]) if times[worker.name] else None
+        log(f"  {config}: " + ", ".join(f"{w.name} {out[w.name, config] or float('nan'):.4f} s" for w in workers))
+    return out
+
+
+# --- memory and FLOP rate (in this process and fresh ones) ------------------------------------------
 
 
 def _status_bytes(field: str) -> int:
@@ -168,10 +257,10 @@ def _status_bytes(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def _peak_memory_child(task: str, backward: str, iters: int, device_name: str, queue: mp.Queue) -> None:
+def _peak_memory_child(config: str, device_name: str, queue: mp.Queue) -> None:
     torch.set_num_threads(1)
     device = torch.device(device_name)
-    setup = TASKS[task](backward, iters, device)
+    setup = build(config, device, "eager")
     setup.step()  # warm-up: lazy initialisation and optimiser state are not part of a step
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -187,11 +276,11 @@ def _peak_memory_child(task: str, backward: str, iters: int, device_name: str, q
     queue.put(_status_bytes("VmHWM") - before)
 
 
-def peak_memory(task: str, backward: str, iters: int, device: torch.device) -> float:
-    """Peak memory growth of one training step in MiB, from a fresh process."""
+def peak_memory(config: str, device: torch.device) -> float:
+    """Peak memory growth of one eager training step in MiB, from a fresh process."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_peak_memory_child, args=(task, backward, iters, str(device), queue))
+    proc = ctx.Process(target=_peak_memory_child, args=(config, str(device), queue))
     # glibc would keep freed tensors in its heap, hiding the second step's peak from the RSS: serve
     # every allocation over 64 KiB by mmap, returned to the system when freed.
     previous = os.environ.get("MALLOC_MMAP_THRESHOLD_")
@@ -208,132 +297,165 @@ def peak_memory(task: str, backward: str, iters: int, device: torch.device) -> f
     return value / 2**20
 
 
-def inner_step_parts(setup: Setup, device: torch.device, repeats: int) -> dict[str, float]:
-    """Milliseconds of one no-grad inner step, of its matrix products alone, of FSPool's weights and
-    of the projection, timed in turn (the parts on inputs of the loop's shapes and memory layout)."""
+def inner_step_rates(task: str, device: torch.device, rounds: int) -> dict[str, float]:
+    """Milliseconds of one no-grad inner step (eager, compiled) and of its matrix products alone."""
+    from idspn.decoders import inner_step
+
+    setup = build(f"{task}/approx/20", device, "eager")
     decoder = setup.decoder
-    encoder = decoder.encoder
-    n, d, latent = decoder.set_size, decoder.set_dim, encoder.latent_dim
+    n, d, latent = decoder.set_size, decoder.set_dim, decoder.encoder.latent_dim
     z = torch.randn(BATCH, latent, device=device)
-    y0 = torch.randn(BATCH, n, d, device=device) * 0.3
+    y0 = decoder.optimizer.project(torch.randn(BATCH, n, d, device=device) * 0.3)
     fixed = None
     if decoder.fixed_dim:
         fixed = F.one_hot(torch.randint(0, decoder.fixed_dim, (BATCH, n), device=device), decoder.fixed_dim).float()
     problem = decoder.problem(z, y0, fixed)
-    iters = 10
+    buf = torch.zeros_like(y0)
+    compiled = torch.compile(inner_step, fullgraph=True)
     mats = [(torch.randn(r, i, device=device), torch.randn(i, o, device=device)) for r, i, o in setup.inner_shapes]
-    # FSEncoder.value_and_vjp lays the element features out set-outermost or set-innermost in memory
-    if set_dim_outermost(n):
-        h = torch.randn(n, BATCH, latent, device=device).transpose(0, 1)  # (B, N, L)
-    else:
-        h = torch.randn(latent, BATCH, n, device=device).permute(1, 2, 0)  # (B, N, L)
-
-    def matmuls() -> None:
-        for a, b in mats:
-            a @ b
-
     parts: dict[str, Callable[[], object]] = {
-        "inner step": lambda: decoder.optimizer.run(problem, y0, iters),
-        "matrix products": lambda: [matmuls() for _ in range(iters)],
-        "FSPool weights": lambda: [encoder.pool.element_weights(h) for _ in range(iters)],
+        "eager inner step": lambda: inner_step(problem, decoder.optimizer, y0, buf),
+        "compiled inner step": lambda: compiled(problem, decoder.optimizer, y0, buf),
+        "matrix products": lambda: [a @ b for a, b in mats],
     }
-    if decoder.optimizer.projection is not None:
-        parts["projection"] = lambda: [decoder.optimizer.projection(y0) for _ in range(iters)]
-
-    def differentiable_weights() -> None:  # not a part of the step: the path a training graph takes
-        with torch.enable_grad():
-            for _ in range(iters):
-                encoder.pool.element_weights(h)
-
-    parts[DIFFERENTIABLE] = differentiable_weights
-    parts[TORCH_SORT] = lambda: [torch.sort(h, dim=1, descending=True, stable=True) for _ in range(iters)]
+    times: dict[str, list[float]] = {name: [] for name in parts}
     with torch.no_grad():
-        seconds = time_in_turn(parts, device, repeats)
-    return {name: 1e3 * t / iters for name, t in seconds.items()}
+        for fn in parts.values():
+            fn(), fn()  # warm-up and compilation
+        names = list(parts)
+        for round_ in range(rounds * 5):
+            for name in names[round_ % 3:] + names[:round_ % 3]:
+                _sync(device)
+                start = time.perf_counter()
+                parts[name]()
+                _sync(device)
+                times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
-
-def describe_parts(task: str, ms: dict[str, float]) -> str:
-    inner, plain = ms["inner step"], ms["matrix products"]
-    named = [name for name in ms if name not in ("inner step", DIFFERENTIABLE, TORCH_SORT)]
-    rest = inner - sum(ms[name] for name in named)
-    pieces = " + ".join(f"{name} {ms[name]:.1f}" for name in named)
-    return (f"- {task}: one inner step {inner:.1f} ms = {pieces} + the rest {rest:.1f} ms; "
-            f"FLOP rate {100 * plain / inner:.0f}% of plain matmul (matrix products' time / the step's). "
-            f"Beside it: FSPool weights with grad (ranks, then a differentiable gather, as in training "
-            f"graphs) {ms[DIFFERENTIABLE]:.1f} ms; {TORCH_SORT} (stable, with indices) {ms[TORCH_SORT]:.1f} ms")
+# --- the report -------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> None:
+def machine_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {len(os.sched_getaffinity(0))} cores"
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--iters", type=int, nargs="+", default=[10, 20, 40, 80])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="iters 10 and 20, 2 repeats, no memory")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads of every worker")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--iters", type=int, nargs="+", default=[10, 20, 40])
+    parser.add_argument("--backwards", nargs="+", default=list(BACKWARDS), choices=BACKWARDS)
+    parser.add_argument("--impls", nargs="+", default=["eager", "compiled"],
+                        choices=["eager", "compiled", "cuda-graphs"], help="this library's implementations to time")
+    parser.add_argument("--baseline-src", default=None,
+                        help="source folder of another idspn revision (containing idspn/), timed eager beside ours")
+    parser.add_argument("--worker", action="append", default=[], metavar="NAME=COMMAND",
+                        help="an external program speaking the line protocol, e.g. the original code's adapter")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of timing per configuration")
+    parser.add_argument("--steps", type=int, default=2, help="steps per worker and round")
     parser.add_argument("--no-memory", action="store_true")
-    parser.add_argument("--out", default=None, help="write the markdown table here")
-    parser.add_argument("--json", default=None, help="write raw numbers here")
+    parser.add_argument("--quick", action="store_true", help="iters 10 and 20, 2 rounds, no memory")
+    parser.add_argument("--out", default=None, help="write the markdown report here")
+    parser.add_argument("--json", default=None, help="write the raw numbers here")
+    parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.iters, args.repeats, args.no_memory = [10, 20], 2, True
     device = torch.device(args.device)
-    steal_before, wall_before = steal_ticks(), time.monotonic()
-    rows, raw = [], []
-    for task in TASKS:
-        for iters in args.iters:
-            modes = [b for b in ("approx", "cg", "unroll") if not (task == "numbering" and b == "cg")]
-            setups = {b: TASKS[task](b, iters, device) for b in modes}
-            seconds = time_in_turn({b: setup.step for b, setup in setups.items()}, device, args.repeats)
-            del setups
-            for backward in modes:
-                mem = None if args.no_memory else peak_memory(task, backward, iters, device)
-                original = ORIGINAL_S_PER_STEP.get((task, backward, iters))
-                raw.append(dict(task=task, backward=backward, iters=iters, s_per_step=seconds[backward],
-                                peak_mib=mem, original=original))
-                speedup = "" if original is None else f"{original / seconds[backward]:.2f}x"
-                mem_text = "-" if mem is None else f"{mem:.0f}"
-                rows.append(f"| {task} | {backward} | {iters} | {seconds[backward]:.3f} | {mem_text} | "
-                            f"{original or '-'} | {speedup} |")
-                print(rows[-1], flush=True)
+    torch.set_num_threads(args.threads)
+    if args.serve:
+        serve(args.serve, device)
+        return 0
+    if args.quick:
+        args.iters, args.rounds, args.no_memory = [10, 20], 2, True
+    configs = [f"{task}/{b}/{i}" for task in args.tasks for i in args.iters for b in args.backwards
+               if not (task == "numbering" and b == "cg")]
+    workers = [own_worker(impl, device, args.threads) for impl in args.impls]
+    if args.baseline_src:
+        workers.append(own_worker("eager", device, args.threads, args.baseline_src))
+        workers[-1].name = "baseline"
+    for spec in args.worker:
+        name, _, command = spec.partition("=")
+        workers.append(Worker(name, shlex.split(command)))
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    started = datetime.datetime.now()
+    log(f"timing {len(configs)} configurations x {len(workers)} implementations in turn")
+    try:
+        seconds = time_in_turn(workers, configs, args.rounds, args.steps, log)
+    finally:
+        for worker in workers:
+            worker.close()
+    names = [w.name for w in workers]
+    memory = {} if args.no_memory else {c: peak_memory(c, device) for c in configs if "/cg/" not in c}
+    rates = {task: inner_step_rates(task, device, args.rounds) for task in args.tasks}
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    reference = "compiled" if "compiled" in names else names[0]
+    others = [n for n in names if n != reference]
+    header = ["config", *(f"{n} s/step" for n in names), *(f"{n} / {reference}" for n in others)]
+    if memory:
+        header.append("peak MiB (eager)")
     lines = [
-        f"Command: `python benchmarks/step_benchmark.py --iters {' '.join(map(str, args.iters))} "
-        f"--repeats {args.repeats}{' --no-memory' if args.no_memory else ''}` "
-        f"(device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}, batch {BATCH})",
+        f"# Training step benchmark, {started:%Y-%m-%d}",
         "",
-        "| task | backward | iters | s / step | peak MiB | original s / step | speed-up |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        *rows,
+        f"Machine: {machine_label(device)}; torch {torch.__version__}, {args.threads} threads per worker, batch "
+        f"{BATCH}. Command: `python benchmarks/step_benchmark.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
         "",
+        "Seconds per training step (median over rounds, implementations timed in turn); a ratio above 1 is how "
+        f"many times slower that implementation is than `{reference}`.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(["---"] * len(header)) + " |",
     ]
-    ratios = []
-    for task in TASKS:
-        by = {(r["backward"], r["iters"]): r for r in raw if r["task"] == task and "backward" in r}
-        if ("approx", 20) in by and ("unroll", 20) in by:
-            ratios.append(f"- {task}: approx / unroll step time at iters=20: "
-                          f"{by['approx', 20]['s_per_step'] / by['unroll', 20]['s_per_step']:.2f}")
+    for config in configs:
+        row = [config, *(cell(seconds.get((n, config))) for n in names)]
+        ours = seconds.get((reference, config))
+        for n in others:
+            other = seconds.get((n, config))
+            row.append("-" if ours is None or other is None else f"{other / ours:.2f}")
+        if memory:
+            row.append("-" if config not in memory else f"{memory[config]:.0f}")
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "One no-grad inner step (ms) and the share of its time that its four matrix products alone take "
+              "(the FLOP rate relative to plain matmul):", "",
+              "| task | eager inner step | compiled inner step | matrix products | eager rate | compiled rate |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for task, ms in rates.items():
+        mm = ms["matrix products"]
+        lines.append(f"| {task} | {ms['eager inner step']:.1f} | {ms['compiled inner step']:.1f} | {mm:.1f} | "
+                     f"{100 * mm / ms['eager inner step']:.0f}% | {100 * mm / ms['compiled inner step']:.0f}% |")
+    for task in args.tasks:
+        for impl in names[:len(args.impls)]:
+            a, u = seconds.get((impl, f"{task}/approx/20")), seconds.get((impl, f"{task}/unroll/20"))
+            if a and u:
+                lines.append(f"- {task}, {impl}: approx / unroll step time at 20 iterations: {a / u:.2f}")
         lo, hi = min(args.iters), max(args.iters)
-        if not args.no_memory and ("approx", lo) in by and ("approx", hi) in by:
-            ratios.append(f"- {task}: approx peak memory at iters={hi} / iters={lo}: "
-                          f"{by['approx', hi]['peak_mib'] / max(by['approx', lo]['peak_mib'], 1e-9):.2f}; "
-                          f"unroll: {by['unroll', hi]['peak_mib'] / max(by['unroll', lo]['peak_mib'], 1e-9):.2f}")
-        parts = inner_step_parts(TASKS[task]("approx", 20, device), device, args.repeats)
-        raw.append(dict(task=task, inner_step_ms=parts))
-        ratios.append(describe_parts(task, parts))
-    steal_after = steal_ticks()
-    if steal_before is not None and steal_after is not None:
-        cpu_seconds = (time.monotonic() - wall_before) * (os.cpu_count() or 1)
-        share = (steal_after - steal_before) / os.sysconf("SC_CLK_TCK") / cpu_seconds
-        ratios.append(f"- CPU time taken by the host for other guests during the run (steal): {100 * share:.1f}%")
-    lines += ratios + [""]
+        for backward in ("approx", "unroll"):
+            first, last = memory.get(f"{task}/{backward}/{lo}"), memory.get(f"{task}/{backward}/{hi}")
+            if first and last:
+                lines.append(f"- {task}, {backward}: peak memory at {hi} / {lo} iterations: {last / first:.2f}")
+    broken = {f"{w.name} {c}": e for w in workers for c, e in w.broken.items()}
+    lines += [f"- not timed: {k}: {e}" for k, e in broken.items()] + [""]
     text = "\n".join(lines)
     print(text)
     if args.out:
-        with open(args.out + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(args.out + ".tmp", args.out)
+        Path(args.out).write_text(text)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(raw, f, indent=1)
+        Path(args.json).write_text(json.dumps({
+            "seconds": {f"{n} {c}": s for (n, c), s in seconds.items()}, "memory_mib": memory,
+            "inner_step_ms": rates, "machine": machine_label(device), "torch": torch.__version__,
+        }, indent=1))
+    return 0
 
 
 if __name__ == "__main__":

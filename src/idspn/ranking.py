@@ -150,7 +150,7 @@ def _ranks_by_pairs(x: Tensor) -> Tensor:
             counts[i] = counts[i] + ~first
     if n == 1:
         return torch.zeros(x.shape, dtype=torch.int64, device=x.device)
-    return torch.stack([c.long() for c in counts], dim=1)  # (B, N, L)
+    return torch.stack(counts, dim=1)  # type: ignore[arg-type]  # (B, N, L) int64
 
 
 def _by_sorting(x: Tensor) -> Tensor:
