@@ -14,6 +14,8 @@ from idspn.metrics import (
     attribute_accuracy,
     average_precision,
     clevr_average_precision,
+    confidence_order,
+    image_average_precision,
 )
 
 
@@ -294,3 +296,90 @@ def test_attribute_accuracy_names_its_groups_and_rejects_bad_names() -> None:
         attribute_accuracy(target, target, names=names[:3])
     with pytest.raises(ValueError, match="names"):
         attribute_accuracy(target, target, names=("material", "color", "shape", "all"))
+
+
+# --- the original code's per-image AP and the one ordering rule ------------------------------------
+
+
+def at(o: torch.Tensor, xyz_original: tuple[float, float, float], confidence: float) -> torch.Tensor:
+    """``o``'s attributes at coordinates given in original units, with a confidence."""
+    x = with_confidence(o, confidence)
+    x[CLEVR_LAYOUT.coords] = torch.tensor(xyz_original, dtype=torch.float64) / 3.0
+    return x
+
+
+def _hand_case() -> tuple[torch.Tensor, torch.Tensor]:
+    # Image 0: objects A at the origin and B at x = 1 (original units). p1 hits A; p2 is a duplicate of
+    # A; p3 (tied with p2 at 0.8, after it by slot) is B's attributes 0.7 away; p4 sits exactly on B.
+    # Image 1: one object C, hit exactly.
+    a, b, c = at(A, (0, 0, 0), 1.0), at(B, (1, 0, 0), 1.0), at(C, (0, 2, 0), 1.0)
+    image0 = [at(A, (0.1, 0, 0), 0.9), at(A, (0.2, 0, 0), 0.8), at(B, (1.7, 0, 0), 0.8), at(B, (1, 0, 0), 0.1)]
+    image1 = [at(C, (0, 2, 0), 0.5)]
+    return sets(image0, image1), sets([a, b], [c])
+
+
+def test_image_ap_equals_a_hand_computation():
+    pred, target = _hand_case()
+    ap = image_average_precision(pred, target, thresholds=(math.inf, 0.5))
+    # t = 0.5, image 0: p1 TP; p2 no candidate left (A taken): FP; p3 takes B although 0.7 away: FP;
+    # p4: B already removed: FP. Recall 1/2 at precision 1: AP 0.5. Image 1: 1. Mean 0.75.
+    # t = inf, image 0: TP, FP, TP, FP: AP = 1/2 * 1 + 1/2 * 2/3 = 5/6. Mean (5/6 + 1) / 2.
+    assert ap[0.5] == pytest.approx(0.75)
+    assert ap[math.inf] == pytest.approx((5 / 6 + 1) / 2)
+    # The original protocol, first image of each batch of 2: image 0 alone.
+    first = image_average_precision(pred, target, thresholds=(math.inf, 0.5), every=2)
+    assert first[0.5] == pytest.approx(0.5) and first[math.inf] == pytest.approx(5 / 6)
+
+
+def test_dataset_ap_of_the_same_case_pools_and_claims_only_hits():
+    pred, target = _hand_case()
+    # Pooled ranking p1 .9, p2 .8, p3 .8, c .5, p4 .1: TP, FP (duplicate), FP (miss, claims nothing),
+    # TP, TP (B still free). Recall over 3 objects: 1/3 at precision 1, then 2/3 and 1 at 0.6.
+    ap = clevr_average_precision(pred, target, thresholds=(0.5,))
+    assert ap[0.5] == pytest.approx(1 / 3 + 0.6 / 3 + 0.6 / 3)
+
+
+def test_tied_confidences_keep_slot_order_in_both_aps():
+    pred, target = _hand_case()
+    swapped = pred.clone()
+    swapped[0, [1, 2]] = pred[0, [2, 1]]  # p3 now comes before p2 at the same confidence
+    # image 0 at inf: TP, TP, FP, FP: AP 1, so the mean becomes 1.
+    assert image_average_precision(swapped, target, thresholds=(math.inf,))[math.inf] == pytest.approx(1.0)
+    assert image_average_precision(pred, target, thresholds=(math.inf,))[math.inf] == pytest.approx(11 / 12)
+
+
+@pytest.mark.parametrize("metric", ["dataset", "image"])
+def test_nan_confidence_ranks_last_like_minus_inf(metric):
+    target = sets([A])
+    scores = {}
+    for duplicate in (float("nan"), -math.inf):
+        pred = sets([with_confidence(A, 0.9), with_confidence(A, duplicate)])
+        f = clevr_average_precision if metric == "dataset" else image_average_precision
+        scores[duplicate] = f(pred, target, thresholds=(math.inf,))[math.inf]
+    assert list(scores.values()) == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("metric", ["dataset", "image"])
+def test_non_finite_coordinates_hit_nothing_even_at_threshold_inf(metric):
+    bad = with_confidence(A, 0.9)
+    bad[CLEVR_LAYOUT.coords.start] = float("nan")
+    worse = with_confidence(A, 0.8)
+    worse[CLEVR_LAYOUT.coords.start] = float("inf")
+    f = clevr_average_precision if metric == "dataset" else image_average_precision
+    ap = f(sets([bad, worse]), sets([A]), thresholds=(math.inf, 1.0))
+    assert ap == {math.inf: 0.0, 1.0: 0.0}
+
+
+def test_the_ap_functions_reject_what_they_cannot_score():
+    target = sets([A])
+    with pytest.raises(ValueError, match="torch.Tensor"):
+        clevr_average_precision(target.numpy(), target)
+    with pytest.raises(ValueError, match="floating"):
+        image_average_precision(target.long(), target)
+    with pytest.raises(ValueError, match="every"):
+        image_average_precision(target, target, every=0)
+
+
+def test_confidence_order_is_one_rule():
+    order = confidence_order(np.array([0.5, float("nan"), -math.inf, 0.5, 2.0, float("nan")]))
+    assert order.tolist() == [4, 0, 3, 2, 1, 5]

@@ -15,12 +15,20 @@ against:
 4. AP is the area under the precision-recall curve with all-point interpolation (PASCAL VOC), the
    recall being divided by the number of present ground-truth objects in the whole set.
 
-Two departures from the original iDSPN ``ap.py`` (which are bugs there, not choices): it returned
-inside its per-sample loop, scoring only the first image of each batch, and it ranked each image on
-its own instead of the whole evaluation set. ``ClevrAPAccumulator`` pools every batch it sees.
+The original iDSPN code, which scored the iDSPN rows of the paper's Table 3, computed another
+number: ``image_average_precision`` reproduces it. There every image is ranked and scored on its
+own (recall over that image's objects), and a prediction removes its nearest candidate from the
+image's candidates even when the candidate is beyond the threshold (so a far prediction can use up
+an object a later, closer one would have hit); the mean is taken over images. Its logged value
+was moreover the mean over evaluation batches of the *first image of each batch* only (its
+``compute_ap`` returned inside the loop over the batch): ``every=128`` reproduces that protocol.
+The dataset-level AP stays the headline: it is the Slot Attention rows' metric and a proper AP.
 
-Ties in confidence are broken by the order of arrival (image, then slot), so streaming batches
-through the accumulator gives exactly the one-shot result.
+One ordering rule holds for every ranking here: by confidence, descending; a NaN confidence ranks
+after every number (``-inf`` included); ties (and NaNs among themselves) keep the order of arrival
+(image, then slot), so streaming batches through the accumulator gives exactly the one-shot
+result. A prediction whose coordinates are NaN or infinite is at no distance from anything: it
+hits nothing, at any threshold.
 
 ``attribute_accuracy`` reads a low AP: how often the object count and each attribute group are
 right, objects paired by position.
@@ -44,6 +52,8 @@ __all__ = [
     "attribute_accuracy",
     "average_precision",
     "clevr_average_precision",
+    "confidence_order",
+    "image_average_precision",
 ]
 
 
@@ -125,7 +135,28 @@ def average_precision(true_positive: np.ndarray, num_positives: int) -> float:
     return float(np.sum((recall[1:] - recall[:-1]) * precision[1:]))
 
 
+def confidence_order(confidence: np.ndarray) -> np.ndarray:
+    """Indices that rank ``confidence`` ``(R,)`` by the one rule of this module: descending, NaN
+    last, ties in the given order."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    nan = np.isnan(confidence)
+    return np.lexsort((np.arange(len(confidence)), -np.where(nan, -np.inf, confidence), nan))
+
+
+def _order_within_images(confidence: Tensor) -> Tensor:
+    """``(B, N)`` -> ``(B, N)`` slot order of every image under ``confidence_order``."""
+    nan = confidence.isnan()
+    key = torch.where(nan, torch.full_like(confidence, -math.inf), confidence)
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices  # ties by slot
+    return order.gather(1, torch.sort(nan.gather(1, order).long(), dim=1, stable=True).indices)  # NaN last
+
+
 def _check_sets(pred: Tensor, target: Tensor, layout: ObjectLayout) -> None:
+    for name, x in (("pred", pred), ("target", target)):
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor of shape (B, N, {layout.dim}), got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be a floating tensor, got dtype {x.dtype}")
     if pred.dim() != 3 or pred.shape[-1] != layout.dim:
         raise ValueError(f"pred must have shape (B, N, {layout.dim}); got {tuple(pred.shape)}")
     if target.dim() != 3 or target.shape[-1] != layout.dim:
@@ -140,6 +171,23 @@ def _check_sets(pred: Tensor, target: Tensor, layout: ObjectLayout) -> None:
 def _decode_attributes(x: Tensor, layout: ObjectLayout) -> Tensor:
     """Argmax of every attribute group: ``(B, N, D) -> (B, N, G)``."""
     return torch.stack([x[..., a].argmax(dim=-1) for a in layout.attributes], dim=-1)
+
+
+def _distances(pred: Tensor, target: Tensor, layout: ObjectLayout) -> tuple[Tensor, Tensor]:
+    """``(B, N, M)`` distances in original units between every prediction and every present target
+    with the same attributes (``inf`` for every other pair and for non-finite coordinates), and the
+    ``(B, M)`` presence of the targets."""
+    same_attributes = (
+        _decode_attributes(pred, layout)[:, :, None, :]
+        == _decode_attributes(target, layout)[:, None, :, :]
+    ).all(dim=-1)  # (B, N, M)
+    present = target[..., layout.presence] != 0  # (B, M)
+    offset = (
+        pred[:, :, None, layout.coords] - target[:, None, :, layout.coords]
+    ) * layout.coord_scale  # (B, N, M, C)
+    distance = offset.square().sum(dim=-1).sqrt()  # (B, N, M), exact (no matmul expansion)
+    usable = same_attributes & present[:, None, :] & torch.isfinite(distance)
+    return distance.masked_fill(~usable, math.inf), present
 
 
 @torch.no_grad()
@@ -165,33 +213,19 @@ def _true_positives(
     target = target.detach().cpu().to(torch.float64)
     b, n, _ = pred.shape
     m = target.shape[1]
-    order = torch.sort(pred[..., layout.presence], dim=1, descending=True, stable=True).indices
+    order = _order_within_images(pred[..., layout.presence])  # (B, N)
     pred = torch.gather(pred, 1, order[..., None].expand_as(pred))  # (B, N, D) ranked per image
-
-    same_attributes = (
-        _decode_attributes(pred, layout)[:, :, None, :]
-        == _decode_attributes(target, layout)[:, None, :, :]
-    ).all(dim=-1)  # (B, N, M)
-    present = target[..., layout.presence] != 0  # (B, M)
-    candidate = same_attributes & present[:, None, :]  # (B, N, M)
-    offset = (
-        pred[:, :, None, layout.coords] - target[:, None, :, layout.coords]
-    ) * layout.coord_scale  # (B, N, M, C)
-    distance = offset.square().sum(dim=-1).sqrt()  # (B, N, M), exact (no matmul expansion)
-    distance = distance.masked_fill(~candidate, math.inf)
+    distance, _ = _distances(pred, target, layout)  # (B, N, M)
     if m == 0:
         best_distance = torch.full((b, n), math.inf, dtype=torch.float64)
         best = torch.zeros((b, n), dtype=torch.long)
     else:
         best_distance, best = distance.min(dim=-1)  # (B, N), first index on ties
-    has_candidate = candidate.any(dim=-1)  # (B, N)
 
     flags = torch.zeros((len(thresholds), b, n), dtype=torch.bool)
     inverse = torch.argsort(order, dim=1)  # (B, N): ranked position of every original slot
     for i, threshold in enumerate(thresholds):
-        hit = has_candidate
-        if not math.isinf(threshold):
-            hit = hit & (best_distance < threshold)  # strictly below
+        hit = best_distance < threshold  # strictly below; any finite distance at threshold inf
         if m == 0:
             continue
         claims = torch.nn.functional.one_hot(best, m).bool() & hit[..., None]  # (B, N, M)
@@ -262,7 +296,7 @@ class ClevrAPAccumulator:
             raise ValueError("compute() needs at least one update() with predictions")
         confidence = np.concatenate(self._confidence)  # (R,)
         true_positive = np.concatenate(self._true_positive, axis=1)  # (T, R)
-        ranking = np.argsort(-confidence, kind="stable")  # (R,), ties by arrival order
+        ranking = confidence_order(confidence)  # (R,)
         return {
             t: average_precision(true_positive[i, ranking], self._num_targets)
             for i, t in enumerate(self.thresholds)
@@ -289,6 +323,65 @@ def clevr_average_precision(
     accumulator = ClevrAPAccumulator(thresholds, layout)
     accumulator.update(pred, target)
     return accumulator.compute()
+
+
+@torch.no_grad()
+def image_average_precision(
+    pred: Tensor,
+    target: Tensor,
+    thresholds: Sequence[float] = CLEVR_AP_THRESHOLDS,
+    layout: ObjectLayout = CLEVR_LAYOUT,
+    every: int = 1,
+) -> dict[float, float]:
+    """The original iDSPN code's CLEVR AP (the paper's Table 3 iDSPN rows): a mean of per-image APs.
+
+    In every image on its own: the predictions are ranked by confidence (this module's rule); each
+    takes the nearest present ground-truth object with the same attributes among those still
+    available and removes it from them, whatever the distance; it is a true positive when that
+    distance is strictly below the threshold (any finite distance at ``inf``), otherwise, or without
+    a candidate, a false positive; the image's AP divides recall by its own number of objects
+    (all-point interpolation, as ``average_precision``). Images without objects have no AP and
+    are left out of the mean.
+
+    Args:
+        pred: Predicted sets ``# (B, N, D)``; the presence entry is the ranking confidence.
+        target: Ground-truth sets ``# (B, M, D)``; objects with a non-zero presence flag count.
+        thresholds: Distance thresholds in original units; ``math.inf`` ignores distance.
+        layout: Layout of the object vectors.
+        every: score images ``0, every, 2 * every, ...`` only: 128 is the original's protocol, the
+            first image of every evaluation batch of 128.
+
+    Returns:
+        ``{threshold: mean AP in [0, 1]}``, NaN where no scored image has an object.
+    """
+    _check_sets(pred, target, layout)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be a positive int, got {every!r}")
+    thresholds = tuple(float(t) for t in thresholds)
+    if not thresholds or any(not t > 0 for t in thresholds):
+        raise ValueError(f"thresholds must be a non-empty sequence of positive numbers; got {thresholds}")
+    pred = pred.detach().cpu().to(torch.float64)[::every]
+    target = target.detach().cpu().to(torch.float64)[::every]
+    order = _order_within_images(pred[..., layout.presence])  # (B, N)
+    pred = torch.gather(pred, 1, order[..., None].expand_as(pred))  # ranked per image
+    distance, present = _distances(pred, target, layout)  # (B, N, M)
+    b, n, m = distance.shape
+    available = present.clone()  # (B, M): candidates not yet removed
+    nearest = torch.full((b, n), math.inf, dtype=torch.float64)  # (B, N) distance of each one's pick
+    for rank in range(n):
+        d = distance[:, rank].masked_fill(~available, math.inf)  # (B, M)
+        if m == 0:
+            break
+        best_distance, best = d.min(dim=1)  # first index on ties
+        found = torch.isfinite(best_distance)
+        nearest[:, rank] = best_distance
+        available[found, best[found]] = False  # removed, whether within the threshold or not
+    counts = present.sum(dim=1)  # (B,)
+    out = {}
+    for t in thresholds:
+        aps = [average_precision((nearest[i] < t).numpy(), int(counts[i])) for i in range(b) if counts[i] > 0]
+        out[t] = float(np.mean(aps)) if aps else math.nan
+    return out
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ from idspn.experiments.clevr.coords import targets_to_range
 from idspn.experiments.clevr.experiment import (
     ACCURACY_METRICS,
     AP_METRICS,
+    IMAGE_AP_METRICS,
     CLEVR,
     build_model,
     clevr_before_step,
@@ -20,6 +21,8 @@ from idspn.experiments.clevr.experiment import (
 )
 from idspn.experiments.config import load_config
 from idspn.metrics import clevr_average_precision
+
+FIRST_IMAGE_AP_METRICS = tuple(f"first_{m}" for m in IMAGE_AP_METRICS)
 
 
 class Oracle(nn.Module):
@@ -75,8 +78,8 @@ def test_a_perfect_prediction_has_zero_loss_in_every_range_and_full_ap(smoke_cle
         cfg.model.name = "idspn"
         metrics = clevr_summarize(outputs, cfg)
         assert ACCURACY_METRICS == ("acc_count", "acc_material", "acc_color", "acc_shape", "acc_size", "acc_all")
-        assert set(metrics) == {*AP_METRICS, "loss", *ACCURACY_METRICS}
-        assert all(metrics[m] == pytest.approx(1.0) for m in (*AP_METRICS, *ACCURACY_METRICS))
+        assert set(metrics) == {*AP_METRICS, *IMAGE_AP_METRICS, *FIRST_IMAGE_AP_METRICS, "loss", *ACCURACY_METRICS}
+        assert all(metrics[m] == pytest.approx(1.0) for m in (*AP_METRICS, *IMAGE_AP_METRICS, *ACCURACY_METRICS))
         assert metrics["loss"] == pytest.approx(0, abs=1e-9)
 
 

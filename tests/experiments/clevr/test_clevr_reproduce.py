@@ -7,10 +7,12 @@ import pytest
 
 from idspn.experiments.cli import main
 from idspn.experiments.clevr.config import ClevrConfig
-from idspn.experiments.clevr.experiment import ACCURACY_METRICS, AP_METRICS, CLEVR
+from idspn.experiments.clevr.experiment import ACCURACY_METRICS, AP_METRICS, CLEVR, IMAGE_AP_METRICS
 from idspn.experiments.clevr.tables import table3_plan, table7_plan
 from idspn.experiments.config import load_config
 from idspn.experiments.engine import fit
+
+FIRST_IMAGE_AP_METRICS = tuple(f"first_{m}" for m in IMAGE_AP_METRICS)
 
 
 def test_reproduce_smoke_writes_table_3_with_the_papers_numbers(tmp_path: Path, smoke_clevr: Path, capsys):
@@ -19,11 +21,17 @@ def test_reproduce_smoke_writes_table_3_with_the_papers_numbers(tmp_path: Path, 
     data = json.loads((out / "results.json").read_text())
     assert data["reproduction"] == "clevr" and data["budget"] == "smoke" and len(data["runs"]) == 6
     for run in data["runs"]:
-        assert set(run["test"]) == {*AP_METRICS, "loss", *ACCURACY_METRICS} and run["column"] == "run"
-    cell = next(c for c in data["table"] if c["row"] == "idspn-128" and c["column"] == "ap_0.125")
+        assert set(run["test"]) == {*AP_METRICS, *IMAGE_AP_METRICS, *FIRST_IMAGE_AP_METRICS, "loss", *ACCURACY_METRICS} and run["column"] == "run"
+    # The paper's iDSPN cells sit beside the original code's per-image AP, Slot Attention's beside the dataset AP.
+    cell = next(c for c in data["table"] if c["row"] == "idspn-128" and c["column"] == "image_ap_0.125")
     assert cell["paper"] == {"mean": 76.9, "std": 2.5} and cell["ours"]["n"] == 1
+    cell = next(c for c in data["table"] if c["row"] == "idspn-128" and c["column"] == "ap_0.125")
+    assert cell["paper"] is None and cell["ours"]["n"] == 1
+    cell = next(c for c in data["table"] if c["row"] == "slot-attention-dagger" and c["column"] == "ap_0.125")
+    assert cell["paper"] == {"mean": 7.9, "std": 1.0}
     md = (out / "results.md").read_text()
-    assert "| Model | AP_∞ (ours) | AP_∞ (paper) |" in md and "98.8 ± 0.5" in md and "7.9 ± 1.0" in md
+    assert "| Model | AP_∞ (ours) | AP_∞ (paper) |" in md and "AP_∞ per image (ours)" in md
+    assert "98.8 ± 0.5" in md and "7.9 ± 1.0" in md
     assert (out / "pictures-idspn.png").stat().st_size > 10_000
     assert (out / "pictures-slot-attention-dagger.png").is_file()
     # Table 7 shares the iDSPN run of Table 3 when written to the same folder
@@ -57,7 +65,7 @@ def test_one_step_of_the_paper_config_on_cpu(tmp_path: Path, smoke_clevr: Path):
     ])
     assert cfg.data.image_size == 128 and cfg.model.iters == 20 and cfg.model.iters_final == 40
     result = fit(CLEVR, cfg, tmp_path / "run", progress=False)
-    assert result is not None and result.steps == 1 and set(result.test) == {*AP_METRICS, "loss", *ACCURACY_METRICS}
+    assert result is not None and result.steps == 1 and set(result.test) == {*AP_METRICS, *IMAGE_AP_METRICS, *FIRST_IMAGE_AP_METRICS, "loss", *ACCURACY_METRICS}
 
 
 def test_data_command_generates_clevr_v1_layout(tmp_path: Path, smoke_clevr: Path, capsys):

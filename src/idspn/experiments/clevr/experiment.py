@@ -13,7 +13,11 @@ evaluation at 10 steps of Tables 9 and 10.
 Metric: average precision at the distance thresholds of Table 3 with Slot Attention's semantics
 (:mod:`idspn.metrics`), computed in ``summarize`` over the predictions of the *whole* evaluation
 set (all processes gathered), never per batch. Metric names: ``ap_inf``, ``ap_1``, ``ap_0.5``,
-``ap_0.25``, ``ap_0.125``, ``ap_0.0625`` (fractions in [0, 1]) and ``loss``. Alongside, to show
+``ap_0.25``, ``ap_0.125``, ``ap_0.0625`` (fractions in [0, 1]) and ``loss``. Beside them the AP the
+original iDSPN code computed, which scored the paper's iDSPN cells
+(:func:`idspn.metrics.image_average_precision`): ``image_ap_*``, the mean of per-image APs over every
+evaluation image, and ``first_image_ap_*``, the same over the first image of every batch of
+``ORIGINAL_EVAL_BATCH`` (128) images only, the original's exact protocol. Alongside, to show
 which part of a prediction fails (:func:`idspn.metrics.attribute_accuracy`): ``acc_count`` (images
 with the right number of confident objects) and, over objects paired by position, ``acc_material``,
 ``acc_color``, ``acc_shape``, ``acc_size`` and ``acc_all``.
@@ -36,13 +40,15 @@ from idspn.experiments.clevr.models import ClevrIDSPN
 from idspn.experiments.clevr.scenes import ATTRIBUTES, LAYOUT, MAX_OBJECTS, SET_DIM
 from idspn.experiments.clevr.slot_attention import SlotAttentionPredictor, SlotMLPPredictor
 from idspn.experiments.spec import Experiment
-from idspn.metrics import CLEVR_AP_THRESHOLDS, attribute_accuracy, clevr_average_precision
+from idspn.metrics import CLEVR_AP_THRESHOLDS, attribute_accuracy, clevr_average_precision, image_average_precision
 
 __all__ = [
     "ClevrModelEntry",
     "CLEVR_MODELS",
     "ACCURACY_METRICS",
     "AP_METRICS",
+    "IMAGE_AP_METRICS",
+    "ORIGINAL_EVAL_BATCH",
     "ap_metric_name",
     "build_model",
     "iters_at",
@@ -71,6 +77,8 @@ def _build_idspn(cfg: ClevrConfig, backward: str) -> nn.Module:
         grad_clip=m.inner_grad_clip,
         init_std=m.init_std,
         backward=backward,
+        fspool_init=m.fspool_init,
+        compile=m.compile,
     )
 
 
@@ -112,6 +120,8 @@ def ap_metric_name(threshold: float) -> str:
 
 
 AP_METRICS: tuple[str, ...] = tuple(ap_metric_name(t) for t in CLEVR_AP_THRESHOLDS)
+IMAGE_AP_METRICS: tuple[str, ...] = tuple(f"image_{name}" for name in AP_METRICS)  # the original code's AP
+ORIGINAL_EVAL_BATCH = 128  # the original scored the first image of every validation batch of this size
 _ATTRIBUTE_NAMES = tuple(name for name, _ in ATTRIBUTES)  # in the order of LAYOUT.attributes
 
 
@@ -191,10 +201,15 @@ def clevr_eval_step(model: nn.Module, batch: list[Tensor], cfg: ClevrConfig) -> 
 
 
 def clevr_summarize(outputs: dict[str, Tensor], cfg: ClevrConfig) -> dict[str, float]:
-    """AP at every threshold over the whole evaluation set (Slot Attention's semantics), the mean
-    loss and the ``acc_*`` accuracies."""
-    ap = clevr_average_precision(outputs["pred"], outputs["target"], CLEVR_AP_THRESHOLDS)
+    """AP at every threshold over the whole evaluation set (Slot Attention's semantics), the
+    original code's per-image APs, the mean loss and the ``acc_*`` accuracies."""
+    pred, target = outputs["pred"], outputs["target"]
+    ap = clevr_average_precision(pred, target, CLEVR_AP_THRESHOLDS)
     metrics = {ap_metric_name(t): value for t, value in ap.items()}
+    per_image = image_average_precision(pred, target, CLEVR_AP_THRESHOLDS)
+    metrics |= {f"image_{ap_metric_name(t)}": value for t, value in per_image.items()}
+    first = image_average_precision(pred, target, CLEVR_AP_THRESHOLDS, every=ORIGINAL_EVAL_BATCH)
+    metrics |= {f"first_image_{ap_metric_name(t)}": value for t, value in first.items()}
     accuracy = attribute_accuracy(outputs["pred"], outputs["target"], LAYOUT, _ATTRIBUTE_NAMES)
     metrics |= {accuracy_metric_name(key): value for key, value in accuracy.items()}
     metrics["loss"] = float(outputs["loss"].double().mean())
