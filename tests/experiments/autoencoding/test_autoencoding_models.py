@@ -36,7 +36,9 @@ def test_initialisation_follows_the_paper():
     lin2 = model.input_encoder.lin2.weight
     assert float(lin2.abs().max()) <= 512**-0.5  # PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in))
     assert abs(float(lin2.std()) - 512**-0.5 / 3**0.5) < 1e-3
-    assert model.decoder.reg == pytest.approx(0.1) and model.decoder.init == "learned"
+    assert model.decoder.reg == pytest.approx(0.1 / (32 * 32)) and model.decoder.init == "learned"
+    table = model.decoder.encoder.pool.weight  # kaiming_normal_(mode="fan_out") of the (N, L) table
+    assert table.shape == (32, 512) and abs(float(table.std()) - 32**-0.5) < 0.01
     assert model.input_encoder is not model.decoder.encoder  # separate weights, same architecture
 
 
@@ -72,3 +74,35 @@ def test_build_data_sizes_follow_the_config():
     data = AUTOENCODING.build_data(cfg)
     assert len(data.train) == cfg.data.train_size and len(data.test) == cfg.data.test_size and data.val is None
     assert data.train[0].shape == (3, 2)
+
+
+def _original_objective(model, z, y, y0):
+    """The original code's inner objective for one batch, written from its formula (REFERENCE.md):
+    ``0.5 * mse(g(Y), z).sum(0).mean() + 0.1 * 0.5 * mse(Y, Y0).sum(0).mean()``."""
+    g = model.decoder.encoder(y)
+    representation = 0.5 * (g - z).pow(2).sum(0).mean()
+    regulariser = 0.5 * (y - y0).pow(2).sum(0).mean()
+    return representation + 0.1 * regulariser
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_inner_updates_are_the_original_codes(steps):
+    # Nesterov SGD (torch.optim.SGD, as the original) on the original's objective, from the same Y0.
+    cfg = _cfg("idspn-mom", 0, "model.iters=%d" % steps)
+    model = build_autoencoder(cfg).double()
+    x = torch.randn(4, 3, 2, dtype=torch.float64)
+    with torch.no_grad():
+        z = model.input_encoder(x)
+        got = model.decoder(z)
+    y0 = model.decoder.init_set.detach().expand(4, 3, 2)
+    y = y0.clone().requires_grad_()
+    sgd = torch.optim.SGD([y], lr=1.0, momentum=0.9, nesterov=True)
+    for _ in range(steps):
+        (y.grad,) = torch.autograd.grad(_original_objective(model, z, y, y0), y)
+        sgd.step()
+    assert torch.allclose(got, y.detach(), atol=1e-12)
+    if steps == 1:
+        return  # at Y0 the regulariser has no gradient
+    summed = build_autoencoder(_cfg("idspn-mom", 0, "model.iters=%d" % steps, "model.reg_reduction=sum")).double()
+    with torch.no_grad():
+        assert not torch.allclose(summed.decoder(z), got, atol=1e-6)  # the project's earlier, N x D times stronger term

@@ -66,3 +66,26 @@ def test_set_equivariant_models_cannot_separate_equal_inputs_but_idspn_can():
     assert torch.allclose(out, out[:, :1].expand_as(out))
     ids = _model("idspn")(x).argmax(-1)
     assert len(set(ids[0].tolist())) > 1
+
+
+def test_the_first_inner_step_starts_from_the_projected_initial_set():
+    # The original code projects Y0 onto the simplex before the first step; project_init=False does not.
+    from idspn import project_simplex
+
+    model = _model("idspn")
+    x = torch.nn.functional.one_hot(torch.randint(0, CLASSES, (2, SET_SIZE)), CLASSES).double()
+    y0 = 0.1 * torch.randn(2, SET_SIZE, SET_SIZE, dtype=torch.double)
+    decoder = model.decoder
+    with torch.no_grad():
+        z = model.input_encoder(x)
+        got = decoder(z, init_set=y0, fixed=x, iters=1)
+    start = project_simplex(y0).requires_grad_()
+    g = decoder.encoder(torch.cat([x, start], -1))
+    (grad,) = torch.autograd.grad(0.5 * (g - z).pow(2).sum(0).mean(), start)  # the original's objective
+    norm = grad.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1)
+    clipped = grad * (decoder.optimizer.grad_clip / norm).clamp(max=1.0)
+    expected = project_simplex(start.detach() - (clipped + 0.9 * clipped))  # Nesterov's first step, lr 1
+    assert torch.allclose(got, expected, atol=1e-10)
+    decoder.project_init = False
+    with torch.no_grad():
+        assert not torch.allclose(decoder(z, init_set=y0, fixed=x, iters=1), got, atol=1e-4)

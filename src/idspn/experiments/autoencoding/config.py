@@ -33,7 +33,10 @@ class AutoencodingModelConfig:
     inner_lr: float = 1.0  # inner learning rate
     inner_grad_clip: float | None = None  # clip each example's inner gradient to this norm (None: off, as in the paper)
     init_std: float = 0.1**0.5  # std of the learned initial set Y0 at initialisation: N(0, I/10)
-    reg: float = 0.1  # lambda of the regulariser lambda/2 ||Y - Y0||^2 in the inner objective (Section 3)
+    reg: float = 0.1  # lambda of the regulariser lambda/2 * (mean or sum over the N x D entries of (Y - Y0)^2)
+    reg_reduction: Literal["mean", "sum"] = "mean"  # "mean" as the original code (IDSPN(reg=lambda / (N D))), or "sum"
+    fspool_init: Literal["fan_out", "normal"] = "fan_out"  # FSPool tables: N(0, 1/N) as the original code, or N(0, 1)
+    compile: bool = False  # torch.compile one inner step of the decoder (IDSPN(compile=True))
 
 
 def _autoencoding_train() -> TrainConfig:

@@ -5,14 +5,15 @@
 followed by pooling (FSPool unless ablated), with separate weights. The decoder starts from a learned
 initial set Y0 (initialised from N(0, I/10)) and minimises (Section 3, Eq. 6 with the regulariser)::
 
-    1/(2L) ||g(Y) - z||^2 + lambda/2 ||Y - Y0||^2,     lambda = 0.1
+    1/(2L) ||g(Y) - z||^2 + lambda/2 * mean over the N x D entries of (Y - Y0)^2,     lambda = 0.1
 
-Appendix F.2 writes the regulariser as ``0.1 ||Y - Y0||^2``; Section 3 defines it as
-``lambda/2 ||Y - Y0||^2``. We read lambda = 0.1, which is also what the original code does
-(``0.1 * 0.5 * ||Y - Y0||^2`` beside ``0.5 * mean over latent dims of (g(Y) - z)^2``, the scale the
-inner learning rate 1.0 was tuned for). The regulariser is the only source of gradient for a
-learned Y0 under implicit differentiation, and DSPN gets it too so that DSPN and iDSPN without
-momentum have exactly the same forward pass.
+The paper's text leaves the regulariser's scale open (Section 3: ``lambda/2 ||Y - Y0||^2``;
+Appendix F.2: ``0.1 ||Y - Y0||^2``); the original code, which produced Tables 5 and 6, averages it
+over the set's entries (``0.1 * 0.5 * F.mse_loss(Y, Y0, reduction="none").sum(0).mean()`` beside
+``0.5 * mean over latent dims of (g(Y) - z)^2``), i.e. ``IDSPN(reg=0.1 / (N * D))``, which is what
+``reg_reduction="mean"`` builds; ``"sum"`` gives ``IDSPN(reg=0.1)``, N x D times stronger. The
+regulariser is the only source of gradient for a learned Y0 under implicit differentiation, and
+DSPN gets it too so that DSPN and iDSPN without momentum have exactly the same forward pass.
 
 "For the same seed, the weight initializations are the same for all models": every parameter
 tensor is initialised from its own generator seeded by ``(seed, parameter name)``, so the weights
@@ -43,7 +44,10 @@ class SetAutoencoder(nn.Module):
         hidden_dim: width of the per-element MLP of both set encoders.
         latent_dim: L, the size of z.
         pooling: "fspool" (exclusively multiset-equivariant decoder) or "sum"/"mean" (set-equivariant).
-        iters, inner_lr, momentum, inner_grad_clip, init_std, reg, backward: the decoder (``IDSPN``).
+        iters, inner_lr, momentum, inner_grad_clip, init_std, backward, compile: the decoder (``IDSPN``).
+        reg: lambda; the decoder's ``IDSPN(reg=...)`` is ``reg / (N * D)`` with ``reg_reduction="mean"``.
+        reg_reduction: "mean" (the original code's scale) or "sum" over the set's entries.
+        fspool_init: initialisation of both FSPool tables (``FSPool``).
     """
 
     def __init__(
@@ -60,10 +64,17 @@ class SetAutoencoder(nn.Module):
         init_std: float = 0.1**0.5,
         reg: float = 0.1,
         backward: str = "approx",
+        reg_reduction: str = "mean",
+        fspool_init: str = "fan_out",
+        compile: bool = False,
     ) -> None:
         super().__init__()
-        self.input_encoder = FSEncoder(set_dim, hidden_dim, latent_dim, set_size=set_size, pooling=pooling)
-        inner_encoder = FSEncoder(set_dim, hidden_dim, latent_dim, set_size=set_size, pooling=pooling)
+        if reg_reduction not in ("mean", "sum"):
+            raise ValueError(f"reg_reduction must be 'mean' or 'sum', got {reg_reduction!r}")
+        self.input_encoder = FSEncoder(set_dim, hidden_dim, latent_dim, set_size=set_size, pooling=pooling,
+                                       fspool_init=fspool_init)
+        inner_encoder = FSEncoder(set_dim, hidden_dim, latent_dim, set_size=set_size, pooling=pooling,
+                                  fspool_init=fspool_init)
         self.decoder = IDSPN(
             inner_encoder,
             set_size=set_size,
@@ -74,8 +85,9 @@ class SetAutoencoder(nn.Module):
             grad_clip=inner_grad_clip,
             init="learned",
             init_std=init_std,
-            reg=reg,
+            reg=reg / (set_size * set_dim) if reg_reduction == "mean" else reg,
             backward=backward,
+            compile=compile,
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -94,15 +106,17 @@ def init_parameters(model: SetAutoencoder, seed: int) -> None:
     """Re-initialise every parameter from a generator seeded by ``(seed, parameter name)``.
 
     The distributions are PyTorch's defaults: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for linear weights
-    and biases (what ``nn.Linear.reset_parameters`` amounts to), N(0, 1) for FSPool's weights, and
-    N(0, init_std^2) for the initial set Y0 (Appendix F.2).
+    and biases (what ``nn.Linear.reset_parameters`` amounts to), FSPool's own (``FSPool.init``:
+    N(0, 1/N) or N(0, 1)) for its weights, and N(0, init_std^2) for the initial set Y0 (Appendix F.2).
     """
     for name, param in model.named_parameters():
         generator = torch.Generator().manual_seed(_parameter_seed(seed, name))
         if name == "decoder.init_set":
             values = torch.randn(param.shape, generator=generator) * model.decoder.init_std
         elif name.endswith("pool.weight"):
-            values = torch.randn(param.shape, generator=generator)
+            pool = model.get_submodule(name.rsplit(".", 1)[0])
+            std = 1.0 if pool.init == "normal" else param.shape[0] ** -0.5
+            values = torch.randn(param.shape, generator=generator) * std
         else:
             module = model.get_submodule(name.rsplit(".", 1)[0])
             if not isinstance(module, nn.Linear):
@@ -152,6 +166,9 @@ def build_autoencoder(cfg: AutoencodingConfig) -> SetAutoencoder:
         init_std=m.init_std,
         reg=m.reg,
         backward=m.backward,
+        reg_reduction=m.reg_reduction,
+        fspool_init=m.fspool_init,
+        compile=m.compile,
     )
     init_parameters(model, cfg.seed)
     return model

@@ -49,6 +49,8 @@ class ClevrModelConfig:
     momentum: float = 0.9  # Nesterov momentum of the inner optimiser (0.5 in Table 7's like-to-like block)
     inner_grad_clip: float | None = 10.0  # clip each example's inner gradient to this L2 norm (None: off)
     init_std: float = 0.31622776601683794  # std of the random initial set N(0, I/10), drawn per example
+    fspool_init: Literal["fan_out", "normal"] = "fan_out"  # FSPool table: N(0, 1/N) as the original code, or N(0, 1)
+    compile: bool = False  # torch.compile one inner step of the decoder (IDSPN(compile=True))
     # Slot Attention and Slot MLP (Locatello et al., 2020)
     encoder_channels: int = 64  # channels of the 4-layer 5x5 CNN encoder
     slot_dim: int = 64  # slot size

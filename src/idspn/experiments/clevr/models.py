@@ -98,8 +98,9 @@ class ClevrIDSPN(nn.Module):
         latent_dim: size of z.
         hidden_dim: hidden width of the set encoder.
         pooling: "fspool" (exclusively multiset-equivariant), "sum" or "mean" (set-equivariant).
-        iters, lr, momentum, grad_clip, init_std: the inner optimisation (see ``IDSPN``).
+        iters, lr, momentum, grad_clip, init_std, compile: the inner optimisation (see ``IDSPN``).
         backward: "approx" for iDSPN (Eq. 9), "unroll" for DSPN.
+        fspool_init: initialisation of the FSPool table (``FSPool``).
     """
 
     def __init__(
@@ -116,10 +117,13 @@ class ClevrIDSPN(nn.Module):
         grad_clip: float | None = 10.0,
         init_std: float = 0.1**0.5,
         backward: str = "approx",
+        fspool_init: str = "fan_out",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.image_encoder = ResNetImageEncoder(image_size, latent_dim)
-        set_encoder = FSEncoder(set_dim, hidden_dim, latent_dim, set_size=set_size, pooling=pooling)
+        set_encoder = FSEncoder(set_dim, hidden_dim, latent_dim, set_size=set_size, pooling=pooling,
+                                fspool_init=fspool_init)
         self.decoder = IDSPN(
             set_encoder,
             set_size=set_size,
@@ -131,6 +135,7 @@ class ClevrIDSPN(nn.Module):
             init="random",
             init_std=init_std,
             backward=backward,
+            compile=compile,
         )
 
     @property

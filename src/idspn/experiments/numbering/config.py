@@ -38,6 +38,9 @@ class NumberingModelConfig:
     momentum: float = 0.9  # DSPN/iDSPN: Nesterov momentum of the inner loop (0.9 iDSPN, 0 DSPN)
     inner_grad_clip: float | None = 40.0  # DSPN/iDSPN: clip each example's inner gradient to this norm (None: off)
     init_std: float = 0.1  # DSPN/iDSPN: std of the fresh random initial set drawn at every forward
+    project_init: bool = True  # DSPN/iDSPN: project the initial set onto the simplex before the first step (original code)
+    fspool_init: Literal["fan_out", "normal"] = "fan_out"  # FSPool tables: N(0, 1/N) as the original code, or N(0, 1)
+    compile: bool = False  # DSPN/iDSPN: torch.compile one inner step (IDSPN(compile=True))
     heads: int = 8  # transformers: attention heads
     layers: int = 2  # transformers: encoder and decoder layers each; BiLSTM: stacked layers
 

@@ -165,7 +165,9 @@ class NumberingDSPN(nn.Module):
         set_size: N, elements per set and width of the ID one-hot.
         hidden_dim, latent_dim: widths of both FSPool encoders.
         decoder_type: ``IDSPN`` (approximate implicit backward) or ``DSPN`` (unrolled backward).
-        iters, inner_lr, momentum, inner_grad_clip, init_std: the inner optimisation.
+        iters, inner_lr, momentum, inner_grad_clip, init_std, project_init: the inner optimisation.
+        fspool_init: initialisation of both FSPool tables (``FSPool``).
+        compile: compile one inner step (``IDSPN(compile=True)``).
     """
 
     def __init__(
@@ -180,10 +182,14 @@ class NumberingDSPN(nn.Module):
         momentum: float,
         inner_grad_clip: float | None,
         init_std: float,
+        project_init: bool = True,
+        fspool_init: str = "fan_out",
+        compile: bool = False,
     ) -> None:
         super().__init__()
-        self.input_encoder = FSEncoder(classes, hidden_dim, latent_dim, set_size=set_size)
-        inner_encoder = FSEncoder(classes + set_size, hidden_dim, latent_dim, set_size=set_size)  # sees cat(x, Y)
+        self.input_encoder = FSEncoder(classes, hidden_dim, latent_dim, set_size=set_size, fspool_init=fspool_init)
+        inner_encoder = FSEncoder(classes + set_size, hidden_dim, latent_dim, set_size=set_size,
+                                  fspool_init=fspool_init)  # sees cat(x, Y)
         self.decoder = decoder_type(
             inner_encoder,
             set_size=set_size,
@@ -195,7 +201,9 @@ class NumberingDSPN(nn.Module):
             init="random",
             init_std=init_std,
             projection="simplex",
+            project_init=project_init,
             fixed_dim=classes,
+            compile=compile,
         )
 
     def forward(self, x: Tensor, init_set: Tensor | None = None) -> Tensor:
@@ -245,6 +253,9 @@ def _dspn(decoder_type: type[IDSPN]) -> Callable[[NumberingConfig], nn.Module]:
             momentum=m.momentum,
             inner_grad_clip=m.inner_grad_clip,
             init_std=m.init_std,
+            project_init=m.project_init,
+            fspool_init=m.fspool_init,
+            compile=m.compile,
         )
 
     return build
