@@ -197,3 +197,13 @@ def test_fspool_table_initialisations():
     assert fan_out.weight.std().item() == pytest.approx(64**-0.5, rel=0.02)
     assert FSEncoder(3, 8, 512, set_size=10, fspool_init="fan_out").pool.weight.std().item() == pytest.approx(
         10**-0.5, rel=0.05)
+
+
+@pytest.mark.parametrize("pooling", ["fspool", "max"])
+def test_a_padded_row_equal_to_a_present_one_is_not_its_duplicate(pooling):
+    # Padding that happens to repeat a present element must not lend it its rank.
+    enc = FSEncoder(set_dim=3, hidden_dim=8, latent_dim=4, pooling=pooling).double()
+    x = torch.randn(1, 4, 3, dtype=torch.float64)
+    x[0, 0] = x[0, 3]  # the padded element 0 equals the present element 3
+    mask = torch.tensor([[False, True, True, True]])
+    assert torch.allclose(enc(x, mask), enc(x[:, 1:]), atol=1e-12)

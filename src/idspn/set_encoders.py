@@ -281,6 +281,13 @@ _POOL_TYPES = (FSPool, SumPool, MeanPool, MaxPool)
 # --- the encoder -------------------------------------------------------------------------------
 
 
+def _duplicates(x: Tensor, mask: Tensor | None) -> Tensor:
+    """``duplicate_index`` of the input rows, where a present and a padded row are never equal."""
+    if mask is not None:
+        x = torch.cat([x, mask.unsqueeze(-1).to(x.dtype)], dim=-1)  # (B, N, D + 1)
+    return duplicate_index(x)
+
+
 def _has_hooks(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
                 or module._backward_pre_hooks or parametrize.is_parametrized(module))
@@ -340,7 +347,7 @@ class FSEncoder(SetEncoder):
         """``(B, N, D) -> (B, L)``; padded elements (``mask`` False) do not change the result."""
         self._check_input(x, mask)
         h = self.lin2(F.relu(self.lin1(x)))  # (B, N, L)
-        return self.pool(h, mask, duplicate_index(x))
+        return self.pool(h, mask, _duplicates(x, mask))
 
     def fused_is_exact(self) -> bool:
         """Whether the fused ``value_and_vjp`` computes the gradient of this module's ``forward``.
@@ -371,7 +378,7 @@ class FSEncoder(SetEncoder):
         self._check_input(x, mask)
         pre = F.linear(x, self.lin1.weight, self.lin1.bias)  # (B, N, H)
         h = F.linear(pre.relu(), self.lin2.weight, self.lin2.bias)  # (B, N, L)
-        weights = self.pool.element_weights(h, mask, duplicate_index(x))  # (B|1, N|1, L|1)
+        weights = self.pool.element_weights(h, mask, _duplicates(x, mask))  # (B|1, N|1, L|1)
         out = (h * weights).sum(1)  # (B, L)
         active = pre.detach() > 0  # ReLU's pattern: piecewise constant, no gradient
 
