@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -111,3 +112,40 @@ def test_unknown_preset_is_rejected(tmp_path):
     path = tmp_path / "p.json"
     path.write_text(json.dumps({"experiment": "numbering", "train": {"steps": 3}}))
     assert load_config(NumberingConfig, str(path)).train.steps == 3
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.grad_clip=-1", "train.grad_clip': expected float > 0 or None"),
+    ("train.grad_clip=0", "train.grad_clip': expected float > 0 or None"),
+    ("train.lr_gamma=-1", "train.lr_gamma': expected float > 0"),
+    ("train.steps=0", "train.steps': expected int >= 1"),
+    ("train.steps=-5", "train.steps': expected int >= 1"),
+    ("train.eval_every=0", "train.eval_every': expected int >= 1"),
+    ("train.checkpoint_every=0", "train.checkpoint_every': expected int >= 1"),
+    ("train.eval_batch_size=0", "train.eval_batch_size': expected int >= 1"),
+    ("train.lr=-1", "train.lr': expected float > 0"),
+    ("train.lr=nan", "train.lr': expected float > 0"),
+    ("train.lr=inf", "train.lr': expected float > 0"),
+    ("train.lr_milestones=[0,5]", "train.lr_milestones[0]': expected int >= 1"),
+    ("seed=-1", "seed': expected int >= 0"),
+    ("model.heads=0", "model.heads': expected int >= 1"),
+    ("model.layers=0", "model.layers': expected int >= 1"),
+    ("model.heads=3", "model.heads': must divide model.hidden_dim=16 for a transformer"),
+    ("model.momentum=1", "model.momentum': expected float in [0, 1)"),
+    ("data.set_size=0", "data.set_size': expected int >= 1"),
+])
+def test_out_of_range_settings_name_the_key_and_what_is_allowed(override, expected):
+    name = ["model.name=transformer_pe"] if override.startswith("model.heads") else []
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        load_config(NumberingConfig, "numbering-smoke", [*name, override])
+
+
+def test_check_config_catches_a_config_built_in_code():
+    from idspn.experiments.config import check_config
+
+    cfg = NumberingConfig()
+    cfg.train.steps = -1
+    with pytest.raises(ValueError, match="train.steps"):
+        check_config(cfg)
+    with pytest.raises(ValueError, match="train.grad_clip"):
+        config_from_dict(NumberingConfig, {"train": {"grad_clip": -1.0}})

@@ -8,22 +8,31 @@ dataclass default. Overrides use dotted keys for nested fields::
 
     cfg = load_config("numbering-small", ["model.name=bilstm", "train.steps=200"])
 
-Values are checked against the field's annotation: unknown keys and wrong types raise
-``ValueError`` naming the key and the expected type.
+Values are checked against the field's annotation: unknown keys, wrong types and values out of
+range raise ``ValueError`` naming the dotted key, the value and what is allowed. Ranges are part of
+the annotation (``Annotated[int, AtLeast(1)]``); a config type may add checks that relate several
+fields in a ``checks()`` method yielding ``(field, problem)`` pairs. ``check_config`` runs all of
+them on a whole config (the engine does before training).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 __all__ = [
+    "AtLeast",
+    "Above",
+    "Below",
+    "Bound",
     "TrainConfig",
     "ExperimentConfig",
     "config_from_dict",
@@ -33,28 +42,77 @@ __all__ = [
     "read_preset",
     "config_diff",
     "load_config",
+    "check_config",
 ]
 
 C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A range constraint in a field's annotation: ``Annotated[float, Bound(low=0, low_open=True)]``.
+
+    Numbers must also be finite (no NaN, no inf).
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself is excluded
+    high_open: bool = False  # high itself is excluded
+
+    def holds(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or not (value > self.high or (self.high_open and value == self.high))
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return "finite"
+
+
+def AtLeast(low: float) -> Bound:  # noqa: N802 (reads as a type annotation)
+    """``value >= low``."""
+    return Bound(low=low)
+
+
+def Above(low: float) -> Bound:  # noqa: N802
+    """``value > low``."""
+    return Bound(low=low, low_open=True)
+
+
+def Below(high: float, low: float = 0.0) -> Bound:  # noqa: N802
+    """``low <= value < high``."""
+    return Bound(low=low, high=high, high_open=True)
+
+
+PositiveInt = Annotated[int, AtLeast(1)]
+PositiveFloat = Annotated[float, Above(0)]
 
 
 @dataclass
 class TrainConfig:
     """The optimisation schedule shared by every experiment (step-based, not epoch-based)."""
 
-    steps: int = 1000  # optimiser steps in total
-    batch_size: int = 128  # global batch size; split evenly over torchrun processes
-    lr: float = 1e-3  # Adam learning rate
-    warmup_steps: int = 0  # linear learning-rate warm-up from 0 over this many steps
-    lr_milestones: list[int] = field(default_factory=list)  # steps at which lr is multiplied by lr_gamma
-    lr_gamma: float = 0.1  # factor applied at each milestone
-    grad_clip: float | None = None  # max global norm of the outer (parameter) gradient; None: no clipping
-    eval_every: int = 500  # validate every this many steps (and after the last step)
-    eval_batch_size: int = 512  # batch size for validation and test
-    checkpoint_every: int = 500  # write the resumable checkpoint every this many steps (and at the end)
+    steps: PositiveInt = 1000  # optimiser steps in total
+    batch_size: PositiveInt = 128  # global batch size; split evenly over torchrun processes
+    lr: PositiveFloat = 1e-3  # Adam learning rate
+    warmup_steps: Annotated[int, AtLeast(0)] = 0  # linear learning-rate warm-up from 0 over this many steps
+    lr_milestones: list[PositiveInt] = field(default_factory=list)  # steps at which lr is multiplied by lr_gamma
+    lr_gamma: PositiveFloat = 0.1  # factor applied at each milestone
+    grad_clip: PositiveFloat | None = None  # max global norm of the outer (parameter) gradient; None: no clipping
+    eval_every: PositiveInt = 500  # validate every this many steps (and after the last step)
+    eval_batch_size: PositiveInt = 512  # batch size for validation and test
+    checkpoint_every: PositiveInt = 500  # write the resumable checkpoint every this many steps (and at the end)
     select_metric: str | None = "accuracy"  # validation metric that picks the reported model; None: last model
     select_mode: Literal["max", "min"] = "max"  # whether a larger or smaller select_metric is better
-    num_workers: int = 0  # DataLoader worker processes per rank
+    num_workers: Annotated[int, AtLeast(0)] = 0  # DataLoader worker processes per rank
 
 
 @dataclass
@@ -62,7 +120,7 @@ class ExperimentConfig:
     """Fields every experiment config has; experiments subclass this and add ``data``/``model``."""
 
     experiment: str = ""  # name of the registered experiment this config belongs to
-    seed: int = 0  # seeds data generation, model initialisation and the training stream
+    seed: Annotated[int, AtLeast(0)] = 0  # seeds data generation, model initialisation and the training stream
     device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto": CUDA when available, else CPU
     train: TrainConfig = field(default_factory=TrainConfig)  # optimisation schedule
 
@@ -72,8 +130,19 @@ class ExperimentConfig:
 # ---------------------------------------------------------------------------------------------
 
 
+def _bounds(tp: Any) -> tuple[Any, list[Bound]]:
+    """``(base type, its Bound constraints)`` of a possibly ``Annotated`` annotation."""
+    if typing.get_origin(tp) is Annotated:
+        base, *extras = typing.get_args(tp)
+        return base, [e for e in extras if isinstance(e, Bound)]
+    return tp, []
+
+
 def _type_name(tp: Any) -> str:
     """A readable name for an annotation, used in error messages."""
+    base, bounds = _bounds(tp)
+    if bounds:
+        return f"{_type_name(base)} {' and '.join(b.describe() for b in bounds)}"
     origin = typing.get_origin(tp)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
@@ -89,6 +158,12 @@ def _type_name(tp: Any) -> str:
 
 def _check_value(key: str, tp: Any, value: Any) -> Any:
     """Return ``value`` converted to annotation ``tp`` (JSON-decoded input), else raise ValueError."""
+    base, bounds = _bounds(tp)
+    if bounds:
+        checked = _check_value(key, base, value)
+        if not all(b.holds(checked) for b in bounds):
+            raise ValueError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+        return checked
     origin = typing.get_origin(tp)
     error = ValueError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
     if origin in (typing.Union, types.UnionType):
@@ -132,6 +207,9 @@ def _check_value(key: str, tp: Any, value: Any) -> Any:
 
 def _parse_string(key: str, tp: Any, text: str) -> Any:
     """Parse the right-hand side of a ``key=value`` override for annotation ``tp``."""
+    base, bounds = _bounds(tp)
+    if bounds:
+        return _check_value(key, tp, _parse_string(key, base, text))
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)
@@ -186,7 +264,7 @@ def _parse_string(key: str, tp: Any, text: str) -> Any:
 
 def _fields(cls: type) -> dict[str, Any]:
     """Field name -> resolved annotation of a config dataclass."""
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
@@ -209,7 +287,33 @@ def config_from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
             kwargs[key] = config_from_dict(tp, value, prefix=dotted + ".")
         else:
             kwargs[key] = _check_value(dotted, tp, value)
-    return cls(**kwargs)
+    cfg = cls(**kwargs)
+    if not prefix:
+        check_config(cfg)
+    return cfg
+
+
+def _problems(cfg: Any, prefix: str) -> Iterator[str]:
+    for name, tp in _fields(type(cfg)).items():
+        value = getattr(cfg, name)
+        if dataclasses.is_dataclass(tp):
+            yield from _problems(value, f"{prefix}{name}.")
+            continue
+        try:
+            _check_value(prefix + name, tp, value)
+        except ValueError as err:
+            yield str(err)
+    checks = getattr(cfg, "checks", None)
+    if checks is not None:
+        for key, problem in checks():
+            yield f"config key '{prefix}{key}': {problem}"
+
+
+def check_config(cfg: Any) -> None:
+    """Raise ``ValueError`` for the first field of ``cfg`` (recursively) out of type or range, or
+    any problem the config types' ``checks()`` report; the message names the dotted key."""
+    for problem in _problems(cfg, ""):
+        raise ValueError(problem)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -249,6 +353,7 @@ def apply_overrides(cfg: C, overrides: list[str] | tuple[str, ...]) -> C:
                 if dataclasses.is_dataclass(tp):
                     raise ValueError(f"config key '{key}' is a section; set its fields with '{key}.<field>=...'")
                 setattr(target, part, _parse_string(key, tp, text.strip()))
+    check_config(cfg)
     return cfg
 
 

@@ -52,7 +52,7 @@ from idspn.experiments.checkpoint import (
     save_checkpoint,
     seed_everything,
 )
-from idspn.experiments.config import ExperimentConfig, config_diff, config_to_dict
+from idspn.experiments.config import ExperimentConfig, check_config, config_diff, config_to_dict
 from idspn.experiments.distributed import DistContext, init_distributed
 from idspn.experiments.spec import Batch, DataSplits, Experiment
 
@@ -358,6 +358,7 @@ def fit(
     """
     if cfg.experiment != experiment.name:
         raise ValueError(f"cfg.experiment is {cfg.experiment!r} but the experiment is {experiment.name!r}")
+    check_config(cfg)
     started = time.perf_counter()
     t = cfg.train
     ctx = init_distributed(cfg.device)
