@@ -96,3 +96,52 @@ def test_bad_arguments_raise():
         hungarian_loss(x, x, mask=torch.ones(2, 3))
     with pytest.raises(ValueError, match="together"):
         hungarian_loss(x, x, pred_groups=torch.zeros(2, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("padding", [float("inf"), -float("inf"), float("nan"), 1e20, -1e30])
+@pytest.mark.parametrize("pairwise", ["mse", "huber", "cross_entropy"])
+def test_padding_values_do_not_matter_under_a_mask(padding, pairwise):
+    torch.manual_seed(0)
+    pred, target = torch.randn(3, 5, 4), torch.randn(3, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    expected = hungarian_loss(pred, target, pairwise, mask=mask)
+    bad_pred, bad_target = pred.clone(), target.clone()
+    bad_pred[~mask], bad_target[~mask] = padding, padding
+    bad_pred.requires_grad_()
+    loss = hungarian_loss(bad_pred, bad_target, pairwise, mask=mask)
+    assert torch.isfinite(loss) and torch.allclose(loss, expected)
+    loss.backward()
+    assert torch.isfinite(bad_pred.grad).all() and (bad_pred.grad[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_present_elements_are_named_as_such(value):
+    pred, target = torch.randn(2, 3, 2), torch.randn(2, 3, 2)
+    pred[1, 2, 0] = value
+    with pytest.raises(ValueError, match="pred contains NaN or inf"):
+        hungarian_loss(pred, target)
+
+
+def test_huge_but_finite_values_still_match():
+    pred = torch.tensor([[[1e20], [-1e20]]])
+    target = torch.tensor([[[-1e20], [1e20]]])
+    assert hungarian_match(pred, target).tolist() == [[1, 0]]  # the cost is float64: no overflow
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("pairwise", ["mse", "huber", "cross_entropy"])
+def test_half_precision_inputs_on_cpu(dtype, pairwise):
+    torch.manual_seed(0)
+    pred, target = torch.randn(4, 6, 5), torch.randn(4, 6, 5)
+    if pairwise == "cross_entropy":
+        target = F.one_hot(torch.randint(0, 5, (4, 6)), 5).float()
+    full = hungarian_loss(pred, target, pairwise)
+    half = hungarian_loss(pred.to(dtype), target.to(dtype), pairwise)
+    assert half.dtype == dtype and torch.allclose(half.float(), full, rtol=3e-2, atol=3e-2)
+
+
+def test_inputs_of_different_dtypes_get_one_message():
+    with pytest.raises(ValueError, match="same dtype, got torch.float32 and torch.float64"):
+        hungarian_loss(torch.randn(2, 3, 2), torch.randn(2, 3, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="meta tensor"):
+        hungarian_loss(torch.randn(2, 3, 2, device="meta"), torch.randn(2, 3, 2, device="meta"))

@@ -1,8 +1,10 @@
 """Hungarian (set matching) losses, Eq. 44.
 
 The loss between a predicted and a target multiset is the mean pairwise loss under the optimal
-one-to-one matching. Matching runs without gradient on the pairwise cost matrix; the loss is then
-an ordinary differentiable function of the matched pairs.
+one-to-one matching. Matching runs without gradient on the pairwise cost matrix (computed in float64
+whatever the inputs' precision, so that half-precision inputs and large values match exactly); the
+loss is then an ordinary differentiable function of the matched pairs, in the inputs' dtype. Under a
+mask, whatever padded elements hold (inf, NaN, garbage) changes neither the matching nor the loss.
 """
 
 from __future__ import annotations
@@ -78,11 +80,17 @@ def _resolve(pairwise: str | PairwiseLoss) -> PairwiseLoss:
 def _check(pred: Tensor, target: Tensor, mask: Tensor | None, pred_groups: Tensor | None, target_groups: Tensor | None) -> None:
     for name, x in (("pred", pred), ("target", target)):
         if not isinstance(x, Tensor) or x.dim() != 3 or not x.is_floating_point():
-            raise ValueError(f"{name} must be a floating tensor of shape (B, N, D), got {getattr(x, 'shape', type(x))}")
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            dtype = f" {x.dtype}" if isinstance(x, Tensor) else ""
+            raise ValueError(f"{name} must be a floating tensor of shape (B, N, D), got{dtype} {shape}")
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"{name} must hold non-empty sets, got shape {tuple(x.shape)}")
+        if x.is_meta:
+            raise ValueError(f"{name} is a meta tensor: matching needs values")
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have the same shape (B, N, D), got {tuple(pred.shape)} and {tuple(target.shape)}")
+    if pred.dtype != target.dtype:
+        raise ValueError(f"pred and target must have the same dtype, got {pred.dtype} and {target.dtype}")
     if mask is not None and (mask.dtype != torch.bool or mask.shape != pred.shape[:2]):
         raise ValueError(f"mask must be a bool tensor of shape (B, N)={tuple(pred.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}")
     if (pred_groups is None) != (target_groups is None):
@@ -90,6 +98,17 @@ def _check(pred: Tensor, target: Tensor, mask: Tensor | None, pred_groups: Tenso
     for name, g in (("pred_groups", pred_groups), ("target_groups", target_groups)):
         if g is not None and (g.shape != pred.shape[:2] or g.is_floating_point()):
             raise ValueError(f"{name} must be an integer tensor of shape (B, N)={tuple(pred.shape[:2])}, got {g.dtype} {tuple(g.shape)}")
+
+
+def _present(x: Tensor, mask: Tensor | None) -> Tensor:
+    """``x`` with padded elements zeroed: padding values never reach the arithmetic."""
+    return x if mask is None else torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def _check_finite(pred: Tensor, target: Tensor) -> None:
+    for name, x in (("pred", pred), ("target", target)):
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or inf in present elements; matching needs finite values")
 
 
 @torch.no_grad()
@@ -116,7 +135,9 @@ def hungarian_match(
         ``(B, N)`` long: index of the target matched to each prediction.
     """
     _check(pred, target, mask, pred_groups, target_groups)
-    cost = _resolve(pairwise).cost(pred.detach(), target.detach()).float()  # (B, N, N)
+    pred, target = _present(pred.detach(), mask).double(), _present(target.detach(), mask).double()
+    _check_finite(pred, target)
+    cost = _resolve(pairwise).cost(pred, target)  # (B, N, N) float64
     if pred_groups is not None:
         cost = cost.masked_fill(pred_groups.unsqueeze(2) != target_groups.unsqueeze(1), float("inf"))
     if mask is not None:
@@ -149,6 +170,7 @@ def hungarian_loss(
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     loss_fn = _resolve(pairwise)
     index = hungarian_match(pred, target, loss_fn, mask, pred_groups, target_groups)  # (B, N)
+    pred, target = _present(pred, mask), _present(target, mask)
     matched = target.gather(1, index.unsqueeze(-1).expand(-1, -1, target.shape[-1]))  # (B, N, D)
     per_element = loss_fn.matched(pred, matched)  # (B, N)
     if reduction == "none":
