@@ -1,7 +1,7 @@
 """Side-by-side look at generated CLEVR images, real CLEVR and the official generator's output.
 
 Writes ``docs/clevr_synth.png``: a row of real CLEVR v1.0 images, a row rendered by the official
-Blender generator, and two rows from :func:`idspn.experiments.clevr.synth.generate`.
+Blender generator, and two rows from :func:`idspn_experiments.clevr_render.generator.generate`.
 
 Usage::
 
@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from idspn.experiments.clevr.synth import generate  # noqa: E402
+from idspn_experiments.clevr_render.generator import generate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

@@ -24,9 +24,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from idspn.experiments.config import load_config
-from idspn.experiments.engine import fit, load_run_result
-from idspn.experiments.registry import get_experiment
+from idspn_experiments.engine.config import load_config
+from idspn_experiments.engine.train import fit, load_run_result
+from idspn_experiments.registry import get_experiment
 
 VARIANTS = {
     "numbering": ("numbering-small", "accuracy", {

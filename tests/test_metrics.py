@@ -7,16 +7,34 @@ import pytest
 import torch
 
 from idspn.metrics import (
-    CLEVR_AP_THRESHOLDS,
-    CLEVR_LAYOUT,
-    ClevrAPAccumulator,
+    APAccumulator,
     ObjectLayout,
     attribute_accuracy,
     average_precision,
-    clevr_average_precision,
     confidence_order,
-    image_average_precision,
+    set_average_precision,
 )
+from idspn.metrics import image_average_precision as _image_average_precision
+
+# The metric is generic over layouts; these tests use CLEVR's (DSPN's): 3d coordinates / 3,
+# material (2), colour (8), shape (3), size (2), presence, and the thresholds of the paper's Table 3.
+CLEVR_LAYOUT = ObjectLayout(
+    coords=slice(0, 3), attributes=(slice(3, 5), slice(5, 13), slice(13, 16), slice(16, 18)), presence=18,
+    coord_scale=3.0,
+)
+CLEVR_AP_THRESHOLDS = (math.inf, 1.0, 0.5, 0.25, 0.125, 0.0625)
+
+
+def clevr_average_precision(pred, target, thresholds=CLEVR_AP_THRESHOLDS, layout=CLEVR_LAYOUT):
+    return set_average_precision(pred, target, layout, thresholds)
+
+
+def image_average_precision(pred, target, thresholds=CLEVR_AP_THRESHOLDS, layout=CLEVR_LAYOUT, every=1):
+    return _image_average_precision(pred, target, layout, thresholds, every)
+
+
+def ClevrAPAccumulator(thresholds=CLEVR_AP_THRESHOLDS, layout=CLEVR_LAYOUT):  # noqa: N802
+    return APAccumulator(layout, thresholds)
 
 
 def obj(
@@ -268,34 +286,34 @@ def test_attribute_accuracy_pairs_objects_by_position_and_counts_each_group() ->
         [wrong_shape_and_size, A, wrong_colour],
         [far_but_right, with_confidence(B, 0.4)],
     )
-    acc = attribute_accuracy(pred, target)
+    acc = attribute_accuracy(pred, target, CLEVR_LAYOUT)
     assert acc["count"] == pytest.approx(0.5)  # image 1 has one confident object for two
     assert acc["group0"] == pytest.approx(1.0)  # material
     assert acc["group1"] == pytest.approx(3 / 4)  # colour: B wrong
     assert acc["group2"] == pytest.approx(3 / 4)  # shape: C wrong
     assert acc["group3"] == pytest.approx(3 / 4)  # size: C wrong
     assert acc["all"] == pytest.approx(2 / 4)
-    assert attribute_accuracy(target, target) == {"count": 1.0, "group0": 1.0, "group1": 1.0, "group2": 1.0, "group3": 1.0, "all": 1.0}
+    assert attribute_accuracy(target, target, CLEVR_LAYOUT) == {"count": 1.0, "group0": 1.0, "group1": 1.0, "group2": 1.0, "group3": 1.0, "all": 1.0}
     # Fewer slots than objects: padded, the missing objects count against the object count only.
-    fewer = attribute_accuracy(pred[:, :2], target)
+    fewer = attribute_accuracy(pred[:, :2], target, CLEVR_LAYOUT)
     assert fewer["count"] == 0.0 and fewer["group1"] == 1.0  # the wrong-colour B is cut off
     assert fewer["group2"] == pytest.approx(2 / 3) and fewer["all"] == pytest.approx(2 / 3)  # C's shape
     # A diverged slot (NaN / inf coordinates) is far from everything, not a crash.
     diverged = pred.clone()
     diverged[0, 1, CLEVR_LAYOUT.coords] = torch.tensor([math.nan, math.inf, 0.0], dtype=torch.float64)
-    assert attribute_accuracy(diverged, target)["count"] == pytest.approx(0.5)
-    nothing = attribute_accuracy(with_confidence(A, 0.0).expand(1, 2, -1), target[:1])
+    assert attribute_accuracy(diverged, target, CLEVR_LAYOUT)["count"] == pytest.approx(0.5)
+    nothing = attribute_accuracy(with_confidence(A, 0.0).expand(1, 2, -1), target[:1], CLEVR_LAYOUT)
     assert nothing["count"] == 0.0 and math.isnan(nothing["all"])
 
 
 def test_attribute_accuracy_names_its_groups_and_rejects_bad_names() -> None:
     target = sets([A, B, C])
     names = ("material", "color", "shape", "size")
-    assert attribute_accuracy(target, target, names=names) == {"count": 1.0, **dict.fromkeys(names, 1.0), "all": 1.0}
+    assert attribute_accuracy(target, target, CLEVR_LAYOUT, names=names) == {"count": 1.0, **dict.fromkeys(names, 1.0), "all": 1.0}
     with pytest.raises(ValueError, match="names"):
-        attribute_accuracy(target, target, names=names[:3])
+        attribute_accuracy(target, target, CLEVR_LAYOUT, names=names[:3])
     with pytest.raises(ValueError, match="names"):
-        attribute_accuracy(target, target, names=("material", "color", "shape", "all"))
+        attribute_accuracy(target, target, CLEVR_LAYOUT, names=("material", "color", "shape", "all"))
 
 
 # --- the original code's per-image AP and the one ordering rule ------------------------------------

@@ -1,8 +1,8 @@
-"""Evaluation metrics for predicted sets of objects.
+"""Evaluation metrics for predicted sets of objects, whatever their layout (``ObjectLayout``).
 
-The CLEVR object-detection average precision follows Slot Attention's ``average_precision_clevr``
-(Locatello et al., 2020), the metric behind every published CLEVR number that iDSPN compares
-against:
+The object-detection average precision ``set_average_precision`` follows Slot Attention's
+``average_precision_clevr`` (Locatello et al., 2020), the metric behind every published CLEVR number
+that iDSPN compares against:
 
 1. the predicted objects of every image in the evaluation set are pooled and ranked by their
    presence confidence, descending (empty slots are ranked too, there is no cut-off);
@@ -45,15 +45,13 @@ from torch import Tensor
 from idspn.matching import batched_assignment
 
 __all__ = [
-    "CLEVR_AP_THRESHOLDS",
-    "CLEVR_LAYOUT",
-    "ClevrAPAccumulator",
+    "APAccumulator",
     "ObjectLayout",
     "attribute_accuracy",
     "average_precision",
-    "clevr_average_precision",
     "confidence_order",
     "image_average_precision",
+    "set_average_precision",
 ]
 
 
@@ -94,18 +92,6 @@ class ObjectLayout:
     def dim(self) -> int:
         """Length of one object vector (the set dimension D)."""
         return 1 + max(self.presence, self.coords.stop - 1, *(a.stop - 1 for a in self.attributes))
-
-
-# DSPN's CLEVR layout: 3d coordinates / 3, material (2), colour (8), shape (3), size (2), presence.
-CLEVR_LAYOUT = ObjectLayout(
-    coords=slice(0, 3),
-    attributes=(slice(3, 5), slice(5, 13), slice(13, 16), slice(16, 18)),
-    presence=18,
-    coord_scale=3.0,
-)
-
-# Distance thresholds of the iDSPN paper's Table 3, in the original CLEVR units.
-CLEVR_AP_THRESHOLDS: tuple[float, ...] = (math.inf, 1.0, 0.5, 0.25, 0.125, 0.0625)
 
 
 def average_precision(true_positive: np.ndarray, num_positives: int) -> float:
@@ -236,32 +222,39 @@ def _true_positives(
     return flags
 
 
-class ClevrAPAccumulator:
-    """Streams batches of predictions and computes the dataset-level CLEVR AP.
+def _check_thresholds(thresholds: Sequence[float]) -> tuple[float, ...]:
+    try:
+        thresholds = tuple(float(t) for t in thresholds)
+    except (TypeError, ValueError):
+        raise ValueError(f"thresholds must be a sequence of positive numbers; got {thresholds!r}") from None
+    if not thresholds or any(not t > 0 for t in thresholds):
+        raise ValueError(f"thresholds must be a non-empty sequence of positive numbers; got {thresholds}")
+    return thresholds
+
+
+def _check_layout(layout: ObjectLayout) -> None:
+    if not isinstance(layout, ObjectLayout):
+        raise ValueError(f"layout must be an ObjectLayout, got {type(layout).__name__}")
+
+
+class APAccumulator:
+    """Streams batches of predictions and computes the dataset-level AP (``set_average_precision``).
 
     Example::
 
-        acc = ClevrAPAccumulator()
+        acc = APAccumulator(LAYOUT, thresholds=(math.inf, 1.0, 0.5))
         for images, target in loader:
             acc.update(model(images), target)
-        ap = acc.compute()  # {inf: ..., 1.0: ..., ..., 0.0625: ...}
+        ap = acc.compute()  # {inf: ..., 1.0: ..., 0.5: ...}
 
     Args:
-        thresholds: Distance thresholds in original units; ``math.inf`` ignores distance.
         layout: Layout of the object vectors.
+        thresholds: Distance thresholds in original units; ``math.inf`` ignores distance.
     """
 
-    def __init__(
-        self,
-        thresholds: Sequence[float] = CLEVR_AP_THRESHOLDS,
-        layout: ObjectLayout = CLEVR_LAYOUT,
-    ) -> None:
-        thresholds = tuple(float(t) for t in thresholds)
-        if not thresholds or any(not t > 0 for t in thresholds):
-            raise ValueError(
-                f"thresholds must be a non-empty sequence of positive numbers; got {thresholds}"
-            )
-        self.thresholds = thresholds
+    def __init__(self, layout: ObjectLayout, thresholds: Sequence[float]) -> None:
+        _check_layout(layout)
+        self.thresholds = _check_thresholds(thresholds)
         self.layout = layout
         self.reset()
 
@@ -303,35 +296,28 @@ class ClevrAPAccumulator:
         }
 
 
-def clevr_average_precision(
-    pred: Tensor,
-    target: Tensor,
-    thresholds: Sequence[float] = CLEVR_AP_THRESHOLDS,
-    layout: ObjectLayout = CLEVR_LAYOUT,
+def set_average_precision(
+    pred: Tensor, target: Tensor, layout: ObjectLayout, thresholds: Sequence[float]
 ) -> dict[float, float]:
-    """CLEVR object-detection AP of a whole evaluation set (Slot Attention's semantics).
+    """Object-detection AP of a whole evaluation set (Slot Attention's semantics for CLEVR).
 
     Args:
         pred: Predicted sets ``# (B, N, D)``; the presence entry is the ranking confidence.
         target: Ground-truth sets ``# (B, M, D)``; objects with a non-zero presence flag count.
-        thresholds: Distance thresholds in original units; ``math.inf`` ignores distance.
         layout: Layout of the object vectors.
+        thresholds: Distance thresholds in original units; ``math.inf`` ignores distance.
 
     Returns:
         ``{threshold: AP in [0, 1]}``, NaN where no ground-truth object was present.
     """
-    accumulator = ClevrAPAccumulator(thresholds, layout)
+    accumulator = APAccumulator(layout, thresholds)
     accumulator.update(pred, target)
     return accumulator.compute()
 
 
 @torch.no_grad()
 def image_average_precision(
-    pred: Tensor,
-    target: Tensor,
-    thresholds: Sequence[float] = CLEVR_AP_THRESHOLDS,
-    layout: ObjectLayout = CLEVR_LAYOUT,
-    every: int = 1,
+    pred: Tensor, target: Tensor, layout: ObjectLayout, thresholds: Sequence[float], every: int = 1
 ) -> dict[float, float]:
     """The original iDSPN code's CLEVR AP (the paper's Table 3 iDSPN rows): a mean of per-image APs.
 
@@ -346,20 +332,19 @@ def image_average_precision(
     Args:
         pred: Predicted sets ``# (B, N, D)``; the presence entry is the ranking confidence.
         target: Ground-truth sets ``# (B, M, D)``; objects with a non-zero presence flag count.
-        thresholds: Distance thresholds in original units; ``math.inf`` ignores distance.
         layout: Layout of the object vectors.
+        thresholds: Distance thresholds in original units; ``math.inf`` ignores distance.
         every: score images ``0, every, 2 * every, ...`` only: 128 is the original's protocol, the
             first image of every evaluation batch of 128.
 
     Returns:
         ``{threshold: mean AP in [0, 1]}``, NaN where no scored image has an object.
     """
+    _check_layout(layout)
     _check_sets(pred, target, layout)
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"every must be a positive int, got {every!r}")
-    thresholds = tuple(float(t) for t in thresholds)
-    if not thresholds or any(not t > 0 for t in thresholds):
-        raise ValueError(f"thresholds must be a non-empty sequence of positive numbers; got {thresholds}")
+    thresholds = _check_thresholds(thresholds)
     pred = pred.detach().cpu().to(torch.float64)[::every]
     target = target.detach().cpu().to(torch.float64)[::every]
     order = _order_within_images(pred[..., layout.presence])  # (B, N)
@@ -386,7 +371,7 @@ def image_average_precision(
 
 @torch.no_grad()
 def attribute_accuracy(
-    pred: Tensor, target: Tensor, layout: ObjectLayout = CLEVR_LAYOUT, names: Sequence[str] | None = None
+    pred: Tensor, target: Tensor, layout: ObjectLayout, names: Sequence[str] | None = None
 ) -> dict[str, float]:
     """Where the errors behind a low AP are: object counts and each attribute group, objects paired by position.
 
@@ -407,6 +392,7 @@ def attribute_accuracy(
         name: fraction of pairs whose attribute group decodes to the target's; ``"all"``: fraction
         of pairs with every group right. NaN where nothing was paired.
     """
+    _check_layout(layout)
     _check_sets(pred, target, layout)
     names = [f"group{i}" for i in range(len(layout.attributes))] if names is None else list(names)
     if len(names) != len(layout.attributes) or {"count", "all"} & set(names):

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from idspn.experiments import registry
-from idspn.experiments.cli import main
-from idspn.experiments.registry import DataCommand
+from idspn_experiments import registry
+from idspn_experiments.cli import main
+from idspn_experiments.registry import DataCommand
 
 
 def test_reproduce_smoke_writes_results_and_is_idempotent(tmp_path, capsys):
@@ -24,7 +24,7 @@ def test_reproduce_smoke_writes_results_and_is_idempotent(tmp_path, capsys):
     assert "96.8 ± 0.6" in md and "not comparable" in md
     # running again skips every finished run and gives the same table
     assert main(["reproduce", "numbering", "--budget", "smoke", "--out", str(out), "--no-progress"]) == 0
-    assert capsys.readouterr().out.count("finished earlier, skipped") == 21
+    assert "21 runs, 21 finished earlier, 0 to run" in capsys.readouterr().out
     again = json.loads((out / "results.json").read_text())
     assert again["table"] == data["table"]
 

@@ -1,7 +1,7 @@
-from idspn.experiments.cli import build_parser
-from idspn.experiments.config import load_config
-from idspn.experiments.demo import DEMO_MODELS, DEMO_PRESET
-from idspn.experiments.registry import get_experiment
+from idspn_experiments.cli import build_parser
+from idspn_experiments.engine.config import load_config
+from idspn_experiments.demo import DEMO_MODELS, DEMO_PRESET
+from idspn_experiments.registry import get_experiment
 
 
 def test_demo_preset_builds_every_demo_model_and_the_cli_offers_it():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from idspn.experiments.autoencoding.data import RandomSets, make_random_sets
+from idspn_experiments.autoencoding.data import RandomSets, make_random_sets
 
 
 def test_splits_are_regenerated_from_the_seed():

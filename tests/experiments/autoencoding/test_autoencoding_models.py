@@ -1,16 +1,16 @@
 import pytest
 import torch
 
-from idspn.experiments.autoencoding.config import AutoencodingConfig
-from idspn.experiments.autoencoding.experiment import AUTOENCODING, autoencoding_loss, per_set_loss
-from idspn.experiments.autoencoding.models import MODEL_KINDS, build_autoencoder
-from idspn.experiments.config import load_config
+from idspn_experiments.autoencoding.config import AutoencodingConfig
+from idspn_experiments.autoencoding.task import AUTOENCODING, autoencoding_loss, per_set_loss
+from idspn_experiments.autoencoding.models import MODEL_KINDS, build_autoencoder
+from idspn_experiments.engine.config import load_config
 from idspn import hungarian_loss
 
 
 def _cfg(kind, seed=0, *extra):
     return load_config(AutoencodingConfig, "autoencoding-smoke",
-                       [*MODEL_KINDS[kind].overrides(), f"seed={seed}", "data.set_size=3", "data.set_dim=2", *extra])
+                       [*MODEL_KINDS[kind].overrides, f"seed={seed}", "data.set_size=3", "data.set_dim=2", *extra])
 
 
 def test_same_seed_same_weights_across_model_kinds():
@@ -54,7 +54,7 @@ def test_dspn_and_idspn_without_momentum_share_the_forward_pass():
 def test_every_parameter_learns_through_the_loss(kind):
     model = build_autoencoder(_cfg(kind))
     x = torch.randn(4, 3, 2)
-    loss, _ = autoencoding_loss(model, x, _cfg(kind))
+    loss, _ = autoencoding_loss(model, x, _cfg(kind), _cfg(kind).model.iters)
     loss.backward()
     for name, param in model.named_parameters():
         assert param.grad is not None and torch.isfinite(param.grad).all(), name

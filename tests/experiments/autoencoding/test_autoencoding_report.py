@@ -1,8 +1,8 @@
 import json
 
-from idspn.experiments.autoencoding.grid import GridPoint
-from idspn.experiments.autoencoding.report import render_report, sci
-from idspn.experiments.results import RunRecord
+from idspn_experiments.autoencoding.tables import GridPoint
+from idspn_experiments.autoencoding.report import render_report, sci
+from idspn_experiments.runs.results import RunRecord
 
 
 def test_scientific_notation_as_in_the_paper():

@@ -1,6 +1,6 @@
 import json
 
-from idspn.experiments.cli import main
+from idspn_experiments.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -26,10 +26,13 @@ def test_reproduce_smoke_sweep_writes_results_report_and_figures(tmp_path, capsy
     assert "16 runs, 16 finished earlier, 0 to run" in capsys.readouterr().out
 
 
-def test_reproduce_without_workers_uses_the_engine_loop_and_still_reports(tmp_path, capsys):
+def test_reproducing_some_rows_trains_only_those_and_still_reports(tmp_path, capsys):
     out = tmp_path / "ae"
     assert main(["reproduce", "autoencoding", "--budget", "smoke", "--out", str(out), "--no-progress",
                  "--rows", "n2/idspn-mom/it10", "n2/dspn/it10"]) == 0
-    assert "[4/4] n2-d4/dspn/it10 seed 0: training" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "4 runs, 0 finished earlier, 4 to run" in printed and "[4/4 done" in printed
+    assert {r["key"] for r in json.loads((out / "results.json").read_text())["runs"]} == {
+        f"n2-d{d}/{kind}/it10" for d in (2, 4) for kind in ("idspn-mom", "dspn")}
     assert "Baseline (DSPN) | 10 |" in (out / "report.md").read_text()
     assert (out / "figures" / "figure1.png").exists()

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from idspn.experiments.clevr.config import ClevrConfig
-from idspn.experiments.clevr.data import dataset_dir
-from idspn.experiments.config import load_config
+from idspn_experiments.clevr.config import ClevrConfig
+from idspn_experiments.clevr.data import dataset_dir
+from idspn_experiments.engine.config import load_config
 
 
 @pytest.fixture(scope="session", autouse=True)

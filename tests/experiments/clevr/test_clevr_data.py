@@ -1,23 +1,24 @@
 import json
 
-from idspn.experiments.clevr import data, synth
-from idspn.experiments.clevr.config import ClevrConfig
-from idspn.experiments.config import load_config
+from idspn_experiments.clevr import data
+from idspn_experiments.clevr.config import ClevrConfig
+from idspn_experiments.clevr_render import generator
+from idspn_experiments.engine.config import load_config
 
 
-def test_a_renderer_change_regenerates_a_complete_data_set_and_its_cache(tmp_path, monkeypatch):
-    # The generator's own record is only consulted when it runs; the data set's marker and the
-    # image cache's name must change with the renderer too, or a finished data set is never redone.
+def test_a_renderer_change_regenerates_a_complete_data_set(tmp_path, monkeypatch):
+    # The generator's own record is only consulted when it runs; the data set's marker must change
+    # with the renderer too, or a finished data set is never redone. (The image cache follows the
+    # images themselves: its record holds their sizes and times, see test_clevr_layout_and_files.)
     cfg = load_config(ClevrConfig, "clevr-smoke", [f"data.work_dir={tmp_path}"])
     calls = []
-    monkeypatch.setattr(synth, "generate", lambda out, splits, **kw: calls.append(dict(splits)))
+    monkeypatch.setattr(generator, "generate", lambda out, splits, **kw: calls.append(dict(splits)))
     data._generate_once(cfg, progress=False)
     data._generate_once(cfg, progress=False)
     assert len(calls) == 1  # complete: not generated again
     marker = data.synth_dir(cfg) / "generated.json"
-    assert json.loads(marker.read_text())["renderer"] == synth.RENDERER_VERSION
-    cache_before = data._cache_path(cfg, tmp_path, "train")
-    monkeypatch.setattr(synth, "RENDERER_VERSION", synth.RENDERER_VERSION + 1)
+    assert json.loads(marker.read_text())["renderer"] == generator.RENDERER_VERSION
+    monkeypatch.setattr(generator, "RENDERER_VERSION", generator.RENDERER_VERSION + 1)
     data._generate_once(cfg, progress=False)
     assert len(calls) == 2
-    assert data._cache_path(cfg, tmp_path, "train") != cache_before
+    assert json.loads(marker.read_text())["renderer"] == generator.RENDERER_VERSION

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from idspn.experiments.clevr.config import MODEL_NAMES, ClevrConfig
-from idspn.experiments.clevr.experiment import build_model
-from idspn.experiments.clevr.models import ClevrIDSPN, ResNetImageEncoder, resnet_feature_size
-from idspn.experiments.config import load_config
+from idspn_experiments.clevr.config import MODEL_NAMES, ClevrConfig
+from idspn_experiments.clevr.task import build_model
+from idspn_experiments.clevr.models import ClevrIDSPN, ResNetImageEncoder, resnet_feature_size
+from idspn_experiments.engine.config import load_config
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_idspn_follows_the_papers_setup():
     assert (decoder.optimizer.momentum, decoder.optimizer.grad_clip, decoder.optimizer.lr) == (0.9, 10.0, 1.0)
     encoder = decoder.encoder
     assert (encoder.set_dim, encoder.hidden_dim, encoder.latent_dim, encoder.pooling) == (19, 512, 512, "fspool")
-    model.iters = 40
-    assert decoder.iters == 40
+    images = torch.rand(2, 3, 128, 128)
+    assert model(images, iters=40).shape == model(images).shape == (2, 10, 19)  # iters per call, default 20
     dspn = build_model(load_config(ClevrConfig, "clevr-paper", ["model.name=dspn", "model.pooling=mean"]))
     assert dspn.decoder.backward_mode == "unroll" and dspn.decoder.encoder.pooling == "mean"

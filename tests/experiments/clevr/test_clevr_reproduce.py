@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from idspn.experiments.cli import main
-from idspn.experiments.clevr.config import ClevrConfig
-from idspn.experiments.clevr.experiment import ACCURACY_METRICS, AP_METRICS, CLEVR, IMAGE_AP_METRICS
-from idspn.experiments.clevr.tables import table3_plan, table7_plan
-from idspn.experiments.config import load_config
-from idspn.experiments.engine import fit
+from idspn_experiments.cli import main
+from idspn_experiments.clevr.config import ClevrConfig
+from idspn_experiments.clevr.task import ACCURACY_METRICS, AP_METRICS, CLEVR, IMAGE_AP_METRICS
+from idspn_experiments.clevr.tables import table3_plan, table7_plan
+from idspn_experiments.engine.config import load_config
+from idspn_experiments.engine.train import fit
 
 FIRST_IMAGE_AP_METRICS = tuple(f"first_{m}" for m in IMAGE_AP_METRICS)
 
@@ -39,7 +39,7 @@ def test_reproduce_smoke_writes_table_3_with_the_papers_numbers(tmp_path: Path, 
     assert main(["reproduce", "clevr-ablations", "--budget", "smoke", "--out", str(out), "--no-progress",
                  "--rows", "idspn-fspool", "dspn-m0.5"]) == 0
     printed = capsys.readouterr().out
-    assert "idspn/fspool-m0.9 seed 0: finished earlier, skipped" in printed and "| DSPN (momentum 0.5) |" in printed
+    assert "2 runs, 1 finished earlier, 1 to run" in printed and "| DSPN (momentum 0.5) |" in printed
 
 
 def test_plans_follow_tables_3_and_7():

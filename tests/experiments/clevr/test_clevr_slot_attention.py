@@ -2,7 +2,7 @@
 
 import torch
 
-from idspn.experiments.clevr.slot_attention import SlotAttention, SlotAttentionPredictor, SlotHead, SlotMLPPredictor
+from idspn_experiments.clevr.slot_attention import SlotAttention, SlotAttentionPredictor, SlotHead, SlotMLPPredictor
 
 
 def test_slot_attention_is_permutation_equivariant_in_its_slots():
@@ -28,8 +28,13 @@ def test_slot_attention_ignores_the_order_of_its_inputs():
 
 def test_predictors_give_the_prediction_of_every_iteration_and_bounded_outputs():
     model = SlotAttentionPredictor(32, 10, 19, coord_range="-3..3", iters=3)
-    all_iters = model(torch.rand(2, 3, 32, 32), all_iters=True)
-    assert all_iters.shape == (3, 2, 10, 19)
+    images = torch.rand(2, 3, 32, 32)
+    torch.manual_seed(0)  # the slots start from a random draw
+    all_iters = model.forward_all_iters(images)
+    torch.manual_seed(0)
+    last = model(images)
+    assert all_iters.shape == (3, 2, 10, 19) and last.shape == (2, 10, 19)
+    torch.testing.assert_close(all_iters[-1], last)
     coords, rest = all_iters[..., :3], all_iters[..., 3:]
     assert coords.min() >= -3 and coords.max() <= 3 and rest.min() >= 0 and rest.max() <= 1
     assert SlotMLPPredictor(32, 10, 19, pool=4)(torch.rand(2, 3, 32, 32)).shape == (2, 10, 19)

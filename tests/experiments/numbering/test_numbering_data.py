@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from idspn.experiments.numbering.data import (
+from idspn_experiments.numbering.data import (
     NumberingDataset,
     class_ids,
     make_numbering,

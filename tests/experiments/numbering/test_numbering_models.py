@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from idspn import Equivariance, classify_equivariance
-from idspn.experiments.config import load_config
-from idspn.experiments.numbering.config import MODEL_NAMES, NumberingConfig
-from idspn.experiments.numbering.models import NUMBERING_MODELS, NumberingDSPN
+from idspn_experiments.engine.config import load_config
+from idspn_experiments.numbering.config import MODEL_NAMES, NumberingConfig
+from idspn_experiments.numbering.models import NUMBERING_MODELS, NumberingDSPN
 
 CLASSES, SET_SIZE = 3, 6
 

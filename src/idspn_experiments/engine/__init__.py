@@ -1,0 +1,1 @@
+"""The engine every experiment shares: config, the training loop, checkpoints, files, processes."""

@@ -1,0 +1,1 @@
+"""Reproductions: plans of runs per budget, the executors that run them, the results tables."""

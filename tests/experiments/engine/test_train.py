@@ -1,0 +1,119 @@
+import json
+
+import pytest
+import torch
+
+from idspn_experiments.engine.config import apply_overrides, load_config
+from idspn_experiments.engine.train import StepBatchSampler, evaluate, fit, learning_rate, load_run_result
+from idspn_experiments.numbering.config import NumberingConfig
+from idspn_experiments.numbering.task import NUMBERING
+
+
+def _cfg(*overrides):
+    return load_config(NumberingConfig, "numbering-smoke", list(overrides))
+
+
+def _records(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in lines]
+
+
+# --- data order --------------------------------------------------------------------------------
+
+
+def test_batches_depend_only_on_seed_and_step():
+    full = list(StepBatchSampler(10, 4, seed=1, start=0, stop=8))
+    assert list(StepBatchSampler(10, 4, seed=1, start=5, stop=8)) == full[5:]
+    assert list(StepBatchSampler(10, 4, seed=2, start=0, stop=8)) != full
+    stream = [i for batch in full[:5] for i in batch]  # 20 positions = 2 epochs
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:]) == list(range(10))
+
+
+def test_ranks_split_each_global_batch():
+    ranks = [list(StepBatchSampler(10, 4, seed=0, start=0, stop=3, rank=r, world_size=2)) for r in range(2)]
+    whole = StepBatchSampler(10, 4, seed=0, start=0, stop=3)
+    for step in range(3):
+        assert sorted(ranks[0][step] + ranks[1][step]) == sorted(whole.global_batch(step))
+    with pytest.raises(ValueError, match="batch_size"):
+        StepBatchSampler(10, 3, seed=0, start=0, stop=1, world_size=2)
+
+
+def test_learning_rate_schedule():
+    cfg = _cfg("train.lr=1.0", "train.warmup_steps=4", "train.lr_milestones=[10, 20]", "train.lr_gamma=0.1")
+    assert [learning_rate(s, cfg) for s in (0, 3, 9)] == [0.25, 1.0, 1.0]
+    assert learning_rate(10, cfg) == pytest.approx(0.1) and learning_rate(25, cfg) == pytest.approx(0.01)
+
+
+# --- evaluation --------------------------------------------------------------------------------
+
+
+def test_evaluate_is_deterministic_and_leaves_the_rng_alone():
+    cfg = _cfg()
+    data = NUMBERING.build_data(cfg)
+    model = NUMBERING.build_model(cfg)  # iDSPN: draws a random initial set at every forward
+    torch.manual_seed(5)
+    a = evaluate(NUMBERING, model, data.val, cfg)
+    after = torch.rand(1)
+    torch.manual_seed(5)
+    b = evaluate(NUMBERING, model, data.val, cfg)
+    assert a == b and torch.equal(after, torch.rand(1))
+    assert set(a) == {"accuracy", "element_accuracy", "loss"}
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["idspn", "transformer_random_pe"])
+def test_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, model):
+    # augmentation and the models' random initial sets / random PE all draw from the training stream
+    cfg = _cfg(f"model.name={model}", "train.steps=12", "train.eval_every=3", "train.checkpoint_every=4",
+               "data.augment=true")
+    whole = fit(NUMBERING, cfg, tmp_path / "whole", progress=False)
+    assert fit(NUMBERING, cfg, tmp_path / "killed", progress=False, stop_at_step=10) is None  # last.pt at step 8
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["step"] == 8
+    resumed = fit(NUMBERING, cfg, tmp_path / "killed", resume=True, progress=False)
+    assert resumed.test == whole.test and resumed.val == whole.val and resumed.best_step == whole.best_step
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _records(tmp_path / "whole") == _records(tmp_path / "killed")  # logs truncated and rewritten
+
+
+def test_best_model_is_selected_by_validation_metric(tmp_path):
+    cfg = _cfg("model.name=bilstm", "train.steps=12", "train.eval_every=2", "train.lr=0.01")
+    result = fit(NUMBERING, cfg, tmp_path, progress=False)
+    vals = [r for r in _records(tmp_path) if r["split"] == "val"]
+    assert [r["step"] for r in vals] == [2, 4, 6, 8, 10, 12]
+    best = max(vals, key=lambda r: (r["accuracy"], -r["step"]))  # the first of equal maxima
+    assert result.best_step == best["step"] and result.val["accuracy"] == best["accuracy"]
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["step"] == best["step"]
+    assert load_run_result(tmp_path).test == result.test
+    # the test metrics are those of the selected model
+    model = NUMBERING.build_model(cfg)
+    model.load_state_dict(torch.load(tmp_path / "best.pt", weights_only=True)["model"])
+    assert evaluate(NUMBERING, model, NUMBERING.build_data(cfg).test, cfg) == result.test
+
+
+def test_select_none_reports_the_last_model(tmp_path):
+    cfg = _cfg("model.name=deepsets", "train.steps=4", "train.eval_every=2", "train.select_metric=none")
+    result = fit(NUMBERING, cfg, tmp_path, progress=False)
+    assert result.best_step == 4 and torch.load(tmp_path / "best.pt", weights_only=True)["step"] == 4
+
+
+def test_same_seed_same_result_and_resume_checks_the_config(tmp_path):
+    cfg = _cfg("model.name=deepsets", "train.steps=4")
+    a = fit(NUMBERING, cfg, tmp_path / "a", progress=False)
+    b = fit(NUMBERING, cfg, tmp_path / "b", progress=False)
+    assert a.test == b.test
+    with pytest.raises(ValueError, match="config differs"):
+        fit(NUMBERING, apply_overrides(cfg, ["train.lr=0.5"]), tmp_path / "a", resume=True, progress=False)
+    with pytest.raises(ValueError, match="cfg.experiment"):
+        fit(NUMBERING, apply_overrides(cfg, ["experiment=other"]), tmp_path / "c", progress=False)
+
+
+def test_validation_does_not_change_training(tmp_path):
+    often = fit(NUMBERING, _cfg("train.eval_every=1"), tmp_path / "often", progress=False)
+    rarely = fit(NUMBERING, _cfg("train.eval_every=6"), tmp_path / "rarely", progress=False)
+    train = lambda d: [r for r in _records(d) if r["split"] == "train"]
+    assert train(tmp_path / "often") == train(tmp_path / "rarely")
+    assert often.val and rarely.val
