@@ -4,7 +4,6 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from idspn import (
-    DSPN,
     IDSPN,
     Equivariance,
     FSEncoder,
@@ -124,7 +123,7 @@ def test_unroll_gradient_equals_autograd_through_every_step(encoder_kind):
 def test_dspn_is_unrolled_idspn_and_forward_passes_agree():
     torch.manual_seed(1)
     enc = FSEncoder(D, 16, L).double()
-    dspn = DSPN(enc, N, D, iters=5)
+    dspn = IDSPN(enc, N, D, iters=5, backward="unroll")
     assert dspn.backward_mode == "unroll"
     idspn = IDSPN(enc, N, D, iters=5)
     z = torch.randn(B, L, dtype=torch.float64)

@@ -1,10 +1,10 @@
 """idspn: multiset-equivariant set prediction with approximate implicit differentiation (iDSPN).
 
-The library: set encoders (``FSEncoder``, ``FSPool``), the decoders ``IDSPN`` and ``DSPN``,
+The library: set encoders (``FSEncoder``, ``FSPool``), the decoder ``IDSPN`` (DSPN with ``backward="unroll"``),
 Hungarian matching and losses, and tools to test equivariance properties (Definitions 1-2).
 """
 
-from .decoders import DSPN, IDSPN, InnerLoopDivergence
+from .decoders import IDSPN, InnerLoopDivergence
 from .equivariance import Equivariance, classify_equivariance, push_apart
 from .losses import PAIRWISE_LOSSES, PairwiseLoss, hungarian_loss, hungarian_match
 from .matching import batched_assignment
@@ -15,7 +15,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "IDSPN",
-    "DSPN",
     "InnerLoopDivergence",
     "FSEncoder",
     "FSPool",

@@ -299,8 +299,6 @@ class IDSPN(nn.Module):
             graphs, ``torch.func.vmap``); NaN then propagates.
     """
 
-    default_backward = "approx"
-
     def __init__(
         self,
         encoder: nn.Module,
@@ -316,7 +314,7 @@ class IDSPN(nn.Module):
         projection: str | None = None,
         project_init: bool = True,
         fixed_dim: int = 0,
-        backward: str | None = None,
+        backward: str = "approx",
         cg_iters: int = 10,
         cg_gamma: float | None = None,
         cg_tol: float = 1e-6,
@@ -324,7 +322,6 @@ class IDSPN(nn.Module):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
-        backward = self.default_backward if backward is None else backward
         _check_positive(set_size, "set_size", integer=True)
         _check_positive(set_dim, "set_dim", integer=True)
         _check_positive(iters, "iters", integer=True)
@@ -511,9 +508,3 @@ class IDSPN(nn.Module):
             f"the inner optimisation diverged (NaN or inf in Y after {iters} steps at "
             f"lr={self.optimizer.lr}, momentum={self.optimizer.momentum}); lower lr or set grad_clip"
         )
-
-
-class DSPN(IDSPN):
-    """Deep set prediction network: ``IDSPN`` that backpropagates through every inner step."""
-
-    default_backward = "unroll"
