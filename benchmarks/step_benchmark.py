@@ -45,9 +45,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -85,8 +86,17 @@ def autoencoding(backward: str, iters: int, device: torch.device, impl: str = "e
     set_encoder = FSEncoder(d, width, width, set_size=n).to(device)
     inner = FSEncoder(d, width, width, set_size=n)
     momentum = 0.0 if backward == "unroll" else 0.9
-    decoder = IDSPN(inner, n, d, iters=iters, momentum=momentum, init="learned", reg=0.1 / (n * d),
-                    backward=backward, **_decoder_kwargs(impl, device)).to(device)
+    decoder = IDSPN(
+        inner,
+        n,
+        d,
+        iters=iters,
+        momentum=momentum,
+        init="learned",
+        reg=0.1 / (n * d),
+        backward=backward,
+        **_decoder_kwargs(impl, device),
+    ).to(device)
     opt = torch.optim.Adam(list(set_encoder.parameters()) + list(decoder.parameters()), lr=1e-3)
     x = torch.randn(BATCH, n, d, device=device)
 
@@ -108,8 +118,17 @@ def numbering(backward: str, iters: int, device: torch.device, impl: str = "eage
     inner = FSEncoder(classes + n, hidden, hidden, set_size=n)
     idspn = backward != "unroll"
     decoder = IDSPN(
-        inner, n, n, iters=iters, momentum=0.9 if idspn else 0.0, grad_clip=40.0 if idspn else None,
-        projection="simplex", fixed_dim=classes, backward=backward, init_std=0.1, **_decoder_kwargs(impl, device),
+        inner,
+        n,
+        n,
+        iters=iters,
+        momentum=0.9 if idspn else 0.0,
+        grad_clip=40.0 if idspn else None,
+        projection="simplex",
+        fixed_dim=classes,
+        backward=backward,
+        init_std=0.1,
+        **_decoder_kwargs(impl, device),
     ).to(device)
     input_encoder = FSEncoder(classes, hidden, hidden, set_size=n).to(device)
     opt = torch.optim.Adam(list(decoder.parameters()) + list(input_encoder.parameters()), lr=1e-3)
@@ -130,7 +149,9 @@ def numbering(backward: str, iters: int, device: torch.device, impl: str = "eage
 
     rows = BATCH * n
     dims = classes + n
-    return Setup(step, decoder, [(rows, dims, hidden), (rows, hidden, hidden), (rows, hidden, hidden), (rows, hidden, dims)])
+    return Setup(
+        step, decoder, [(rows, dims, hidden), (rows, hidden, hidden), (rows, hidden, hidden), (rows, hidden, dims)]
+    )
 
 
 BUILDERS = {"autoencoding": autoencoding, "numbering": numbering}
@@ -139,8 +160,9 @@ BUILDERS = {"autoencoding": autoencoding, "numbering": numbering}
 def build(config: str, device: torch.device, impl: str) -> Setup:
     task, backward, iters = config.split("/")
     if task not in BUILDERS or backward not in BACKWARDS:
-        raise ValueError(f"config must be task/backward/iters with task in {TASKS} and backward in {BACKWARDS}, "
-                         f"got {config!r}")
+        raise ValueError(
+            f"config must be task/backward/iters with task in {TASKS} and backward in {BACKWARDS}, got {config!r}"
+        )
     return BUILDERS[task](backward, int(iters), device, impl)
 
 
@@ -186,8 +208,9 @@ class Worker:
 
     def __init__(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
         self.name = name
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                        env=env, bufsize=1)
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1
+        )
         self.broken: dict[str, str] = {}
 
     def request(self, **request: Any) -> dict[str, Any]:
@@ -217,8 +240,9 @@ def own_worker(impl: str, device: torch.device, threads: int, src: str | None = 
     return Worker(impl if src is None else f"{impl} @ {src}", command, env)
 
 
-def time_in_turn(workers: list[Worker], configs: list[str], rounds: int, steps: int,
-                 log: Callable[[str], None]) -> dict[tuple[str, str], float | None]:
+def time_in_turn(
+    workers: list[Worker], configs: list[str], rounds: int, steps: int, log: Callable[[str], None]
+) -> dict[tuple[str, str], float | None]:
     """Median seconds per step of every (worker, config); None where a worker failed."""
     out: dict[tuple[str, str], float | None] = {}
     for config in configs:
@@ -233,7 +257,7 @@ def time_in_turn(workers: list[Worker], configs: list[str], rounds: int, steps: 
                 log(f"  {worker.name} {config}: {reply['error']}")
         times: dict[str, list[float]] = {w.name: [] for w in ready}
         for round_ in range(rounds):
-            for worker in ready[round_ % max(len(ready), 1):] + ready[:round_ % max(len(ready), 1)]:
+            for worker in ready[round_ % max(len(ready), 1) :] + ready[: round_ % max(len(ready), 1)]:
                 time.sleep(0.05)  # the previous worker's idle threads stop spinning
                 reply = worker.request(op="time", config=config, steps=steps)
                 if reply["ok"]:
@@ -324,7 +348,7 @@ def inner_step_rates(task: str, device: torch.device, rounds: int) -> dict[str, 
             fn(), fn()  # warm-up and compilation
         names = list(parts)
         for round_ in range(rounds * 5):
-            for name in names[round_ % 3:] + names[:round_ % 3]:
+            for name in names[round_ % 3 :] + names[: round_ % 3]:
                 _sync(device)
                 start = time.perf_counter()
                 parts[name]()
@@ -355,12 +379,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--iters", type=int, nargs="+", default=[10, 20, 40])
     parser.add_argument("--backwards", nargs="+", default=list(BACKWARDS), choices=BACKWARDS)
-    parser.add_argument("--impls", nargs="+", default=["eager", "compiled"],
-                        choices=["eager", "compiled", "cuda-graphs"], help="this library's implementations to time")
-    parser.add_argument("--baseline-src", default=None,
-                        help="source folder of another idspn revision (containing idspn/), timed eager beside ours")
-    parser.add_argument("--worker", action="append", default=[], metavar="NAME=COMMAND",
-                        help="an external program speaking the line protocol, e.g. the original code's adapter")
+    parser.add_argument(
+        "--impls",
+        nargs="+",
+        default=["eager", "compiled"],
+        choices=["eager", "compiled", "cuda-graphs"],
+        help="this library's implementations to time",
+    )
+    parser.add_argument(
+        "--baseline-src",
+        default=None,
+        help="source folder of another idspn revision (containing idspn/), timed eager beside ours",
+    )
+    parser.add_argument(
+        "--worker",
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help="an external program speaking the line protocol, e.g. the original code's adapter",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of timing per configuration")
     parser.add_argument("--steps", type=int, default=2, help="steps per worker and round")
     parser.add_argument("--no-memory", action="store_true")
@@ -376,8 +413,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.iters, args.rounds, args.no_memory = [10, 20], 2, True
-    configs = [f"{task}/{b}/{i}" for task in args.tasks for i in args.iters for b in args.backwards
-               if not (task == "numbering" and b == "cg")]
+    configs = [
+        f"{task}/{b}/{i}"
+        for task in args.tasks
+        for i in args.iters
+        for b in args.backwards
+        if not (task == "numbering" and b == "cg")
+    ]
     workers = [own_worker(impl, device, args.threads) for impl in args.impls]
     if args.baseline_src:
         workers.append(own_worker("eager", device, args.threads, args.baseline_src))
@@ -405,11 +447,12 @@ def main(argv: list[str] | None = None) -> int:
     header = ["config", *(f"{n} s/step" for n in names), *(f"{n} / {reference}" for n in others)]
     if memory:
         header.append("peak MiB (eager)")
+    command = " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
         f"# Training step benchmark, {started:%Y-%m-%d}",
         "",
         f"Machine: {machine_label(device)}; torch {torch.__version__}, {args.threads} threads per worker, batch "
-        f"{BATCH}. Command: `python benchmarks/step_benchmark.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        f"{BATCH}. Command: `python benchmarks/step_benchmark.py {command}`",
         "",
         "Seconds per training step (median over rounds, implementations timed in turn); a ratio above 1 is how "
         f"many times slower that implementation is than `{reference}`.",
@@ -426,16 +469,22 @@ def main(argv: list[str] | None = None) -> int:
         if memory:
             row.append("-" if config not in memory else f"{memory[config]:.0f}")
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "One no-grad inner step (ms) and the share of its time that its four matrix products alone take "
-              "(the FLOP rate relative to plain matmul):", "",
-              "| task | eager inner step | compiled inner step | matrix products | eager rate | compiled rate |",
-              "| --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "One no-grad inner step (ms) and the share of its time that its four matrix products alone take "
+        "(the FLOP rate relative to plain matmul):",
+        "",
+        "| task | eager inner step | compiled inner step | matrix products | eager rate | compiled rate |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for task, ms in rates.items():
         mm = ms["matrix products"]
-        lines.append(f"| {task} | {ms['eager inner step']:.1f} | {ms['compiled inner step']:.1f} | {mm:.1f} | "
-                     f"{100 * mm / ms['eager inner step']:.0f}% | {100 * mm / ms['compiled inner step']:.0f}% |")
+        lines.append(
+            f"| {task} | {ms['eager inner step']:.1f} | {ms['compiled inner step']:.1f} | {mm:.1f} | "
+            f"{100 * mm / ms['eager inner step']:.0f}% | {100 * mm / ms['compiled inner step']:.0f}% |"
+        )
     for task in args.tasks:
-        for impl in names[:len(args.impls)]:
+        for impl in names[: len(args.impls)]:
             a, u = seconds.get((impl, f"{task}/approx/20")), seconds.get((impl, f"{task}/unroll/20"))
             if a and u:
                 lines.append(f"- {task}, {impl}: approx / unroll step time at 20 iterations: {a / u:.2f}")
@@ -451,10 +500,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).write_text(text)
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "seconds": {f"{n} {c}": s for (n, c), s in seconds.items()}, "memory_mib": memory,
-            "inner_step_ms": rates, "machine": machine_label(device), "torch": torch.__version__,
-        }, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "seconds": {f"{n} {c}": s for (n, c), s in seconds.items()},
+                    "memory_mib": memory,
+                    "inner_step_ms": rates,
+                    "machine": machine_label(device),
+                    "torch": torch.__version__,
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

@@ -29,14 +29,22 @@ from idspn_experiments.engine.train import fit, load_run_result
 from idspn_experiments.registry import get_experiment
 
 VARIANTS = {
-    "numbering": ("numbering-small", "accuracy", {
-        "original": ("model.fspool_init=fan_out", "model.project_init=true"),
-        "earlier": ("model.fspool_init=normal", "model.project_init=false"),
-    }),
-    "autoencoding": ("autoencoding-small", "loss", {
-        "original": ("model.fspool_init=fan_out", "model.reg_reduction=mean"),
-        "earlier": ("model.fspool_init=normal", "model.reg_reduction=sum"),
-    }),
+    "numbering": (
+        "numbering-small",
+        "accuracy",
+        {
+            "original": ("model.fspool_init=fan_out", "model.project_init=true"),
+            "earlier": ("model.fspool_init=normal", "model.project_init=false"),
+        },
+    ),
+    "autoencoding": (
+        "autoencoding-small",
+        "loss",
+        {
+            "original": ("model.fspool_init=fan_out", "model.reg_reduction=mean"),
+            "earlier": ("model.fspool_init=normal", "model.reg_reduction=sum"),
+        },
+    ),
 }
 
 
@@ -47,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    lines = ["| task | variant | metric | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean |",
-             "| --- | --- | --- | " + " | ".join("---" for _ in args.seeds) + " | --- |"]
+    lines = [
+        "| task | variant | metric | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in args.seeds) + " | --- |",
+    ]
     for task in args.tasks:
         preset, metric, variants = VARIANTS[task]
         experiment = get_experiment(task)
@@ -57,14 +67,17 @@ def main(argv: list[str] | None = None) -> int:
             for seed in args.seeds:
                 cfg = load_config(experiment.config_type, preset, [*overrides, f"seed={seed}"])
                 run_dir = args.out / task / variant / f"seed{seed}"
-                result = load_run_result(run_dir) or fit(experiment, cfg, run_dir, resume=True,
-                                                         progress=not args.no_progress)
+                result = load_run_result(run_dir) or fit(
+                    experiment, cfg, run_dir, resume=True, progress=not args.no_progress
+                )
                 assert result is not None and result.test is not None
                 values.append(result.test[metric])
                 print(f"{task} {variant} seed {seed}: test {metric} {values[-1]:.4f}", file=sys.stderr, flush=True)
             scale, unit = (100.0, "%") if metric == "accuracy" else (1e3, " x1e-3")
             cells = " | ".join(f"{scale * v:.2f}" for v in values)
-            lines.append(f"| {task} | {variant} | test {metric}{unit} | {cells} | {scale * statistics.mean(values):.2f} |")
+            lines.append(
+                f"| {task} | {variant} | test {metric}{unit} | {cells} | {scale * statistics.mean(values):.2f} |"
+            )
     print("\n".join(lines))
     return 0
 

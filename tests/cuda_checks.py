@@ -17,8 +17,9 @@ N, D, L = 64, 64, 32
 def _decoder(device, **kwargs):
     torch.manual_seed(0)
     enc = FSEncoder(4 + D, 32, L, set_size=N)
-    return IDSPN(enc, N, D, iters=5, momentum=0.9, grad_clip=40.0, projection="simplex", fixed_dim=4,
-                 **kwargs).to(device)
+    return IDSPN(enc, N, D, iters=5, momentum=0.9, grad_clip=40.0, projection="simplex", fixed_dim=4, **kwargs).to(
+        device
+    )
 
 
 def _inputs(device):
@@ -43,7 +44,7 @@ def test_cuda_equals_cpu_forward_and_backward(backward):
     y_cpu, g_cpu = _run(_decoder("cpu", backward=backward), "cpu")
     y_gpu, g_gpu = _run(_decoder("cuda", backward=backward), "cuda")
     assert torch.allclose(y_cpu, y_gpu, atol=1e-4)
-    for a, b in zip(g_cpu, g_gpu):
+    for a, b in zip(g_cpu, g_gpu, strict=True):
         assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)
 
 
@@ -52,7 +53,7 @@ def test_compiled_and_cuda_graphs_equal_eager(compile):
     y_eager, g_eager = _run(_decoder("cuda"), "cuda")
     y, g = _run(_decoder("cuda", compile=compile, check_finite=compile is True), "cuda")
     assert torch.allclose(y_eager, y, atol=1e-4)
-    for a, b in zip(g_eager, g):
+    for a, b in zip(g_eager, g, strict=True):
         assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)
 
 

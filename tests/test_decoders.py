@@ -64,7 +64,7 @@ def test_approx_gradient_is_autograd_through_the_last_inner_step():
     y_next = y_prev - dec.optimizer.lr * _reference_grad(dec, z, y_prev, y0)
     (y_next * w).sum().backward()
     expected = _params_grads(dec, z)
-    for a, b in zip(got, expected):
+    for a, b in zip(got, expected, strict=True):
         assert torch.allclose(a, b, atol=1e-10)
     assert got[-1].abs().sum() > 0 and dec.init_set.grad is not None
 
@@ -84,7 +84,7 @@ def test_approx_with_projection_and_fixed_dims_differentiates_the_projected_step
         y_prev = dec(z, init_set=y0, fixed=fixed, iters=dec.iters - 1)
     y_next = project_simplex(y_prev - _reference_grad(dec, z, y_prev, y0, fixed))
     (y_next * w).sum().backward()
-    for a, b in zip(got, _params_grads(dec, z)):
+    for a, b in zip(got, _params_grads(dec, z), strict=True):
         assert torch.allclose(a, b, atol=1e-10)
 
 
@@ -116,7 +116,7 @@ def test_unroll_gradient_equals_autograd_through_every_step(encoder_kind):
     _zero(dec, z)
     y0 = dec.init_set.unsqueeze(0).expand(B, N, D)
     (_unrolled_reference(dec, z, y0, dec.iters) * w).sum().backward()
-    for a, b in zip(got, _params_grads(dec, z)):
+    for a, b in zip(got, _params_grads(dec, z), strict=True):
         assert torch.allclose(a, b, atol=1e-9)
 
 
@@ -168,7 +168,7 @@ def test_cg_gives_the_exact_implicit_gradient_on_a_strongly_convex_quadratic():
     got = _params_grads(dec, z, y0)
     _zero(dec, z, y0)
     (_closed_form(dec, z, y0) * w).sum().backward()
-    for a, b in zip(got, _params_grads(dec, z, y0)):
+    for a, b in zip(got, _params_grads(dec, z, y0), strict=True):
         assert torch.allclose(a, b, atol=1e-8)
 
 
@@ -212,8 +212,13 @@ def test_approx_memory_does_not_keep_the_inner_loop():
     z = torch.randn(B, L, dtype=torch.float64)
     counts = []
     for iters in (3, 30):
-        saved = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        saved: list[torch.Tensor] = []
+
+        def keep(t: torch.Tensor, saved: list[torch.Tensor] = saved) -> torch.Tensor:
+            saved.append(t)
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
             dec(z, iters=iters)
         counts.append(len(saved))
     assert counts[0] == counts[1]
@@ -377,8 +382,17 @@ def _numbering_decoder(**kwargs):
     torch.manual_seed(0)
     n, classes = 64, 4
     enc = FSEncoder(set_dim=classes + n, hidden_dim=16, latent_dim=16, set_size=n)
-    return IDSPN(enc, set_size=n, set_dim=n, iters=3, momentum=0.9, grad_clip=40.0, projection="simplex",
-                 fixed_dim=classes, **kwargs)
+    return IDSPN(
+        enc,
+        set_size=n,
+        set_dim=n,
+        iters=3,
+        momentum=0.9,
+        grad_clip=40.0,
+        projection="simplex",
+        fixed_dim=classes,
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("how", ["compile=True", "torch.compile(decoder)"])
@@ -397,7 +411,7 @@ def test_compiled_numbering_decoder_equals_eager_forward_and_backward(how):
         outputs.append(y.detach())
         grads.append([zz.grad] + [p.grad for p in model.parameters()])
     assert torch.allclose(outputs[0], outputs[1], atol=1e-4)
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
 
 

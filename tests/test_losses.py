@@ -59,7 +59,9 @@ def test_groups_restrict_matching():
     groups_pred = torch.tensor([[0, 1]])
     groups_target = torch.tensor([[1, 0]])  # the close pairs are in different groups
     assert hungarian_match(pred, target, pred_groups=groups_pred, target_groups=groups_target)[0].tolist() == [1, 0]
-    assert hungarian_loss(pred, target, pred_groups=groups_pred, target_groups=groups_target).item() == pytest.approx(1.0)
+    assert hungarian_loss(pred, target, pred_groups=groups_pred, target_groups=groups_target).item() == pytest.approx(
+        1.0
+    )
 
 
 def test_mask_ignores_padding():

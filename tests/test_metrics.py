@@ -19,7 +19,9 @@ from idspn.metrics import image_average_precision as _image_average_precision
 # The metric is generic over layouts; these tests use CLEVR's (DSPN's): 3d coordinates / 3,
 # material (2), colour (8), shape (3), size (2), presence, and the thresholds of the paper's Table 3.
 CLEVR_LAYOUT = ObjectLayout(
-    coords=slice(0, 3), attributes=(slice(3, 5), slice(5, 13), slice(13, 16), slice(16, 18)), presence=18,
+    coords=slice(0, 3),
+    attributes=(slice(3, 5), slice(5, 13), slice(13, 16), slice(16, 18)),
+    presence=18,
     coord_scale=3.0,
 )
 CLEVR_AP_THRESHOLDS = (math.inf, 1.0, 0.5, 0.25, 0.125, 0.0625)
@@ -75,11 +77,7 @@ def with_confidence(x: torch.Tensor, confidence: float) -> torch.Tensor:
 def reference_ap(pred: torch.Tensor, target: torch.Tensor, threshold: float) -> float:
     """Plain-loop transcription of the metric's definition, to compare the vectorised one with."""
     lay = CLEVR_LAYOUT
-    entries = [
-        (float(pred[b, n, lay.presence]), b, n)
-        for b in range(pred.shape[0])
-        for n in range(pred.shape[1])
-    ]
+    entries = [(float(pred[b, n, lay.presence]), b, n) for b in range(pred.shape[0]) for n in range(pred.shape[1])]
     ranked = sorted(range(len(entries)), key=lambda i: -entries[i][0])  # stable
     claimed: set[tuple[int, int]] = set()
     flags = []
@@ -107,9 +105,7 @@ def reference_ap(pred: torch.Tensor, target: torch.Tensor, threshold: float) -> 
     for i in range(len(precision) - 2, -1, -1):
         precision[i] = max(precision[i], precision[i + 1])
     return sum(
-        (recall[i + 1] - recall[i]) * precision[i + 1]
-        for i in range(len(recall) - 1)
-        if recall[i + 1] != recall[i]
+        (recall[i + 1] - recall[i]) * precision[i + 1] for i in range(len(recall) - 1) if recall[i + 1] != recall[i]
     )
 
 
@@ -120,10 +116,7 @@ def random_sets(generator: torch.Generator, b: int, n: int) -> tuple[torch.Tenso
     for i in range(b):
         k = int(torch.randint(3, n + 1, (1,), generator=generator))
         for j in range(k):
-            attrs = [
-                int(torch.randint(g.stop - g.start, (1,), generator=generator))
-                for g in lay.attributes
-            ]
+            attrs = [int(torch.randint(g.stop - g.start, (1,), generator=generator)) for g in lay.attributes]
             xyz = (torch.rand(3, generator=generator, dtype=torch.float64) * 2 - 1).tolist()
             target[i, j] = obj(tuple(xyz), tuple(attrs))
     pred = target.clone()
@@ -262,14 +255,10 @@ def test_invalid_arguments_raise_with_a_message() -> None:
 
 def test_custom_layout_is_decoded() -> None:
     # 2d coordinates in original units, one attribute group of 3 classes, presence last.
-    layout = ObjectLayout(
-        coords=slice(0, 2), attributes=(slice(2, 5),), presence=5, coord_scale=1.0
-    )
+    layout = ObjectLayout(coords=slice(0, 2), attributes=(slice(2, 5),), presence=5, coord_scale=1.0)
     target = torch.tensor([[[0.0, 0.0, 1, 0, 0, 1], [2.0, 0.0, 0, 1, 0, 1]]], dtype=torch.float64)
     # The second prediction decodes to class 0, so it can only duplicate the first object.
-    pred = torch.tensor(
-        [[[0.2, 0.0, 0.9, 0.1, 0, 0.9], [2.0, 0.4, 0.2, 0.1, 0, 0.8]]], dtype=torch.float64
-    )
+    pred = torch.tensor([[[0.2, 0.0, 0.9, 0.1, 0, 0.9], [2.0, 0.4, 0.2, 0.1, 0, 0.8]]], dtype=torch.float64)
     ap = clevr_average_precision(pred, target, thresholds=(math.inf, 0.3), layout=layout)
     assert ap == {math.inf: pytest.approx(0.5), 0.3: pytest.approx(0.5)}
 
@@ -293,7 +282,14 @@ def test_attribute_accuracy_pairs_objects_by_position_and_counts_each_group() ->
     assert acc["group2"] == pytest.approx(3 / 4)  # shape: C wrong
     assert acc["group3"] == pytest.approx(3 / 4)  # size: C wrong
     assert acc["all"] == pytest.approx(2 / 4)
-    assert attribute_accuracy(target, target, CLEVR_LAYOUT) == {"count": 1.0, "group0": 1.0, "group1": 1.0, "group2": 1.0, "group3": 1.0, "all": 1.0}
+    assert attribute_accuracy(target, target, CLEVR_LAYOUT) == {
+        "count": 1.0,
+        "group0": 1.0,
+        "group1": 1.0,
+        "group2": 1.0,
+        "group3": 1.0,
+        "all": 1.0,
+    }
     # Fewer slots than objects: padded, the missing objects count against the object count only.
     fewer = attribute_accuracy(pred[:, :2], target, CLEVR_LAYOUT)
     assert fewer["count"] == 0.0 and fewer["group1"] == 1.0  # the wrong-colour B is cut off
@@ -309,7 +305,11 @@ def test_attribute_accuracy_pairs_objects_by_position_and_counts_each_group() ->
 def test_attribute_accuracy_names_its_groups_and_rejects_bad_names() -> None:
     target = sets([A, B, C])
     names = ("material", "color", "shape", "size")
-    assert attribute_accuracy(target, target, CLEVR_LAYOUT, names=names) == {"count": 1.0, **dict.fromkeys(names, 1.0), "all": 1.0}
+    assert attribute_accuracy(target, target, CLEVR_LAYOUT, names=names) == {
+        "count": 1.0,
+        **dict.fromkeys(names, 1.0),
+        "all": 1.0,
+    }
     with pytest.raises(ValueError, match="names"):
         attribute_accuracy(target, target, CLEVR_LAYOUT, names=names[:3])
     with pytest.raises(ValueError, match="names"):

@@ -62,7 +62,7 @@ def test_fused_vjp_matches_autograd(pooling, n, masked):
     params = [p for p in enc.parameters()] + [x]
     g_fused = torch.autograd.grad((fused * u).sum(), params, allow_unused=True)
     g_ref = torch.autograd.grad((reference * u).sum(), params, allow_unused=True)
-    for p, a, b in zip(params, g_fused, g_ref):
+    for p, a, b in zip(params, g_fused, g_ref, strict=True):
         a = torch.zeros_like(p) if a is None else a
         b = torch.zeros_like(p) if b is None else b
         assert torch.allclose(a, b, atol=1e-10)
@@ -196,7 +196,8 @@ def test_fspool_table_initialisations():
     assert normal.weight.std().item() == pytest.approx(1.0, rel=0.02)
     assert fan_out.weight.std().item() == pytest.approx(64**-0.5, rel=0.02)
     assert FSEncoder(3, 8, 512, set_size=10, fspool_init="fan_out").pool.weight.std().item() == pytest.approx(
-        10**-0.5, rel=0.05)
+        10**-0.5, rel=0.05
+    )
 
 
 @pytest.mark.parametrize("pooling", ["fspool", "max"])

@@ -36,8 +36,9 @@ The file reads top-down: inner problem -> inner step and loop -> backward modes 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -45,7 +46,7 @@ from torch import Tensor, nn
 from .projections import project_simplex
 from .set_encoders import FSPool, ModuleSetEncoder, SetEncoder, check_set
 
-__all__ = ["IDSPN", "DSPN", "InnerLoopDivergence", "BACKWARD_MODES", "INITS", "PROJECTIONS", "COMPILE_MODES"]
+__all__ = ["IDSPN", "InnerLoopDivergence", "BACKWARD_MODES", "INITS", "PROJECTIONS", "COMPILE_MODES"]
 
 BACKWARD_MODES = ("approx", "cg", "unroll")
 INITS = ("random", "zeros", "learned")
@@ -102,7 +103,7 @@ class InnerProblem:
         residual = (out - self.z) / out.shape[1]  # (B, L) = dL/dg
         grad = vjp(residual)  # (B, N, F + D)
         if self.fixed is not None:
-            grad = grad[..., self.fixed.shape[-1]:]  # (B, N, D)
+            grad = grad[..., self.fixed.shape[-1] :]  # (B, N, D)
         if self.reg:
             grad = grad + self.reg * (y - self.init_set)
         return grad
@@ -148,8 +149,9 @@ class InnerOptimizer:
         return self.project(y - self.lr * problem.grad(y))
 
 
-def inner_step(problem: InnerProblem, optimizer: InnerOptimizer, y: Tensor, buf: Tensor | None
-               ) -> tuple[Tensor, Tensor | None]:
+def inner_step(
+    problem: InnerProblem, optimizer: InnerOptimizer, y: Tensor, buf: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
     """One step of the inner loop from ``y`` with momentum buffer ``buf``: ``(Y_{t+1}, buf_{t+1})``.
 
     This is what ``IDSPN(compile=...)`` compiles (with ``fullgraph=True``): one step, called
@@ -158,8 +160,9 @@ def inner_step(problem: InnerProblem, optimizer: InnerOptimizer, y: Tensor, buf:
     return optimizer.update(y, buf, problem.grad(y))
 
 
-def final_step(problem: InnerProblem, optimizer: InnerOptimizer, y: Tensor, buf: Tensor | None
-               ) -> tuple[Tensor, Tensor]:
+def final_step(
+    problem: InnerProblem, optimizer: InnerOptimizer, y: Tensor, buf: Tensor | None
+) -> tuple[Tensor, Tensor]:
     """The last inner step from Y_{T-1} and the step Eq. 9 differentiates, on one evaluation of grad L.
 
     Returns:
@@ -174,12 +177,15 @@ def final_step(problem: InnerProblem, optimizer: InnerOptimizer, y: Tensor, buf:
 _COMPILED: dict[tuple[str, str], Callable[..., object]] = {}
 
 
-def _compiled(function: Callable[..., object], mode: str) -> Callable[..., object]:
+_Step = TypeVar("_Step", bound=Callable[..., Any])
+
+
+def _compiled(function: _Step, mode: str) -> _Step:
     """``torch.compile(function, fullgraph=True, mode=mode)``, made once per process."""
     key = (function.__name__, mode)
     if key not in _COMPILED:
         _COMPILED[key] = torch.compile(function, fullgraph=True, mode=mode)
-    return _COMPILED[key]
+    return cast(_Step, _COMPILED[key])
 
 
 # --- backward modes ------------------------------------------------------------------------------
@@ -355,9 +361,7 @@ class IDSPN(nn.Module):
             raise ValueError(f"encoder must be an nn.Module, got {type(encoder).__name__}")
         encoder_dim = getattr(encoder, "set_dim", None)
         if encoder_dim is not None and encoder_dim != fixed_dim + set_dim:
-            raise ValueError(
-                f"encoder.set_dim={encoder_dim} must equal fixed_dim + set_dim = {fixed_dim} + {set_dim}"
-            )
+            raise ValueError(f"encoder.set_dim={encoder_dim} must equal fixed_dim + set_dim = {fixed_dim} + {set_dim}")
         pool = getattr(encoder, "pool", None)
         if isinstance(pool, FSPool) and pool.set_size is not None and pool.set_size < set_size:
             raise ValueError(f"set_size={set_size} exceeds the encoder's FSPool set_size={pool.set_size}")
@@ -431,7 +435,7 @@ class IDSPN(nn.Module):
         """The inner objective of one call, e.g. to evaluate ``problem(...).value(Y)``."""
         return InnerProblem(self.encoder, z, init_set, fixed, self.reg)
 
-    def _compiled_or_eager(self, function: Callable[..., object]) -> Callable[..., object]:
+    def _compiled_or_eager(self, function: _Step) -> _Step:
         return function if self.compile_mode is None else _compiled(function, self.compile_mode)
 
     def _run(self, problem: InnerProblem, y: Tensor, buf: Tensor | None, steps: int) -> tuple[Tensor, Tensor | None]:
@@ -441,7 +445,7 @@ class IDSPN(nn.Module):
         """
         step = self._compiled_or_eager(inner_step)
         for _ in range(steps):
-            y, buf = step(problem, self.optimizer, y, buf)  # type: ignore[misc]
+            y, buf = step(problem, self.optimizer, y, buf)
         return y, buf
 
     def forward(
@@ -487,7 +491,7 @@ class IDSPN(nn.Module):
             self._check_output(y, problem, iters)
             return y
         if self.backward_mode == "approx":
-            y_star, step = self._compiled_or_eager(final_step)(problem, self.optimizer, y, buf)  # type: ignore[misc]
+            y_star, step = self._compiled_or_eager(final_step)(problem, self.optimizer, y, buf)
             self._check_output(y_star, problem, iters)
             return attach_approx_implicit_grad(y_star, step)
         with torch.no_grad():

@@ -11,7 +11,7 @@ permutations and the swaps of equal elements, and checks both conditions.
 from __future__ import annotations
 
 import enum
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -54,7 +54,9 @@ def _equal_groups(x: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)]
 
 
-def _multiset_match(out_perm: np.ndarray, out: np.ndarray, perm: np.ndarray, groups: list[np.ndarray], atol: float) -> bool:
+def _multiset_match(
+    out_perm: np.ndarray, out: np.ndarray, perm: np.ndarray, groups: list[np.ndarray], atol: float
+) -> bool:
     """True if ``out_perm = P2 out`` for some P2 that only reorders positions with equal inputs."""
     for group in groups:
         rows = np.flatnonzero(np.isin(perm, group))  # positions of f(P1 X) fed by this group

@@ -9,8 +9,8 @@ mask, whatever padded elements hold (inf, NaN, garbage) changes neither the matc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -77,7 +77,9 @@ def _resolve(pairwise: str | PairwiseLoss) -> PairwiseLoss:
     return PAIRWISE_LOSSES[pairwise]
 
 
-def _check(pred: Tensor, target: Tensor, mask: Tensor | None, pred_groups: Tensor | None, target_groups: Tensor | None) -> None:
+def _check(
+    pred: Tensor, target: Tensor, mask: Tensor | None, pred_groups: Tensor | None, target_groups: Tensor | None
+) -> None:
     for name, x in (("pred", pred), ("target", target)):
         if not isinstance(x, Tensor) or x.dim() != 3 or not x.is_floating_point():
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -88,16 +90,23 @@ def _check(pred: Tensor, target: Tensor, mask: Tensor | None, pred_groups: Tenso
         if x.is_meta:
             raise ValueError(f"{name} is a meta tensor: matching needs values")
     if pred.shape != target.shape:
-        raise ValueError(f"pred and target must have the same shape (B, N, D), got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"pred and target must have the same shape (B, N, D), got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     if pred.dtype != target.dtype:
         raise ValueError(f"pred and target must have the same dtype, got {pred.dtype} and {target.dtype}")
     if mask is not None and (mask.dtype != torch.bool or mask.shape != pred.shape[:2]):
-        raise ValueError(f"mask must be a bool tensor of shape (B, N)={tuple(pred.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}")
+        raise ValueError(
+            f"mask must be a bool tensor of shape (B, N)={tuple(pred.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}"
+        )
     if (pred_groups is None) != (target_groups is None):
         raise ValueError("pred_groups and target_groups must be given together")
     for name, g in (("pred_groups", pred_groups), ("target_groups", target_groups)):
         if g is not None and (g.shape != pred.shape[:2] or g.is_floating_point()):
-            raise ValueError(f"{name} must be an integer tensor of shape (B, N)={tuple(pred.shape[:2])}, got {g.dtype} {tuple(g.shape)}")
+            raise ValueError(
+                f"{name} must be an integer tensor of shape (B, N)={tuple(pred.shape[:2])}, "
+                f"got {g.dtype} {tuple(g.shape)}"
+            )
 
 
 def _present(x: Tensor, mask: Tensor | None) -> Tensor:
@@ -138,7 +147,7 @@ def hungarian_match(
     pred, target = _present(pred.detach(), mask).double(), _present(target.detach(), mask).double()
     _check_finite(pred, target)
     cost = _resolve(pairwise).cost(pred, target)  # (B, N, N) float64
-    if pred_groups is not None:
+    if pred_groups is not None and target_groups is not None:  # _check: both or neither
         cost = cost.masked_fill(pred_groups.unsqueeze(2) != target_groups.unsqueeze(1), float("inf"))
     if mask is not None:
         both = mask.unsqueeze(2) & mask.unsqueeze(1)

@@ -149,8 +149,7 @@ def _check_sets(pred: Tensor, target: Tensor, layout: ObjectLayout) -> None:
         raise ValueError(f"target must have shape (B, M, {layout.dim}); got {tuple(target.shape)}")
     if pred.shape[0] != target.shape[0]:
         raise ValueError(
-            f"pred and target must hold the same number of images; got {pred.shape[0]} and "
-            f"{target.shape[0]}"
+            f"pred and target must hold the same number of images; got {pred.shape[0]} and {target.shape[0]}"
         )
 
 
@@ -164,22 +163,17 @@ def _distances(pred: Tensor, target: Tensor, layout: ObjectLayout) -> tuple[Tens
     with the same attributes (``inf`` for every other pair and for non-finite coordinates), and the
     ``(B, M)`` presence of the targets."""
     same_attributes = (
-        _decode_attributes(pred, layout)[:, :, None, :]
-        == _decode_attributes(target, layout)[:, None, :, :]
+        _decode_attributes(pred, layout)[:, :, None, :] == _decode_attributes(target, layout)[:, None, :, :]
     ).all(dim=-1)  # (B, N, M)
     present = target[..., layout.presence] != 0  # (B, M)
-    offset = (
-        pred[:, :, None, layout.coords] - target[:, None, :, layout.coords]
-    ) * layout.coord_scale  # (B, N, M, C)
+    offset = (pred[:, :, None, layout.coords] - target[:, None, :, layout.coords]) * layout.coord_scale  # (B, N, M, C)
     distance = offset.square().sum(dim=-1).sqrt()  # (B, N, M), exact (no matmul expansion)
     usable = same_attributes & present[:, None, :] & torch.isfinite(distance)
     return distance.masked_fill(~usable, math.inf), present
 
 
 @torch.no_grad()
-def _true_positives(
-    pred: Tensor, target: Tensor, thresholds: Sequence[float], layout: ObjectLayout
-) -> Tensor:
+def _true_positives(pred: Tensor, target: Tensor, thresholds: Sequence[float], layout: ObjectLayout) -> Tensor:
     """True-positive flags of every prediction, with greedy claiming inside each image.
 
     Claiming only interacts between predictions of the same image, and the global ranking orders the
@@ -291,8 +285,7 @@ class APAccumulator:
         true_positive = np.concatenate(self._true_positive, axis=1)  # (T, R)
         ranking = confidence_order(confidence)  # (R,)
         return {
-            t: average_precision(true_positive[i, ranking], self._num_targets)
-            for i, t in enumerate(self.thresholds)
+            t: average_precision(true_positive[i, ranking], self._num_targets) for i, t in enumerate(self.thresholds)
         }
 
 

@@ -128,7 +128,7 @@ def _ranks_by_counting(x: Tensor) -> Tensor:
     """
     n = x.shape[1]
     positions = torch.arange(n, device=x.device)
-    earlier = (positions.view(1, 1, n, 1) < positions.view(1, n, 1, 1))  # [., n, m, .]: m < n
+    earlier = positions.view(1, 1, n, 1) < positions.view(1, n, 1, 1)  # [., n, m, .]: m < n
     this, other = x.unsqueeze(2), x.unsqueeze(1)  # (B, N, 1, L), (B, 1, M, L)
     precedes = (other > this) | ((other == this) & earlier)  # (B, N, M, L)
     return precedes.to(x.dtype).sum(2).long()  # (B, N, L)
@@ -175,7 +175,7 @@ def _check_keys(x: Tensor, dim: int) -> int:
 def _as_sets(x: Tensor, dim: int) -> Tensor:
     """``x`` viewed as ``(B, N, L)`` sets along ``dim``: the dims before it and after it flattened."""
     n = x.shape[dim]
-    return x.reshape(x.shape[:dim].numel(), n, x.shape[dim + 1:].numel())
+    return x.reshape(x.shape[:dim].numel(), n, x.shape[dim + 1 :].numel())
 
 
 def _ranks(keys: Tensor) -> Tensor:
@@ -222,11 +222,18 @@ def lookup_by_rank(x: Tensor, table: Tensor, dim: int = 1) -> Tensor:
     """
     dim = _check_keys(x, dim)
     n = x.shape[dim]
-    fits = (isinstance(table, Tensor) and table.is_floating_point() and table.dim() == x.dim()
-            and table.shape[dim] == n and all(t in (1, s) for t, s in zip(table.shape, x.shape)))
+    fits = (
+        isinstance(table, Tensor)
+        and table.is_floating_point()
+        and table.dim() == x.dim()
+        and table.shape[dim] == n
+        and all(t in (1, s) for t, s in zip(table.shape, x.shape, strict=True))
+    )
     if not fits:
-        raise ValueError(f"table must be a floating tensor broadcastable to x's shape {tuple(x.shape)} with "
-                         f"{n} entries along dim {dim}, got {getattr(table, 'shape', type(table).__name__)}")
+        raise ValueError(
+            f"table must be a floating tensor broadcastable to x's shape {tuple(x.shape)} with "
+            f"{n} entries along dim {dim}, got {getattr(table, 'shape', type(table).__name__)}"
+        )
     keys = _as_sets(x.detach(), dim)  # (B, N, L)
     full = _as_sets(table.expand(x.shape), dim)  # (B, N, L): the entry of rank r at position r
     if keys.shape[1] <= _counting_max(keys):

@@ -21,7 +21,7 @@ The file reads top-down: input checks -> the encoder interface -> poolings -> th
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -88,8 +88,10 @@ def _check_features(h: Tensor, channels: int | None) -> None:
 
 def _check_dtype(x: Tensor, weight: Tensor) -> None:
     if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
-        raise ValueError(f"x must have the encoder's dtype {weight.dtype}, got {x.dtype} "
-                         f"(convert one of them, e.g. encoder.to({x.dtype}))")
+        raise ValueError(
+            f"x must have the encoder's dtype {weight.dtype}, got {x.dtype} "
+            f"(convert one of them, e.g. encoder.to({x.dtype}))"
+        )
 
 
 def _positive_int(value: int, name: str) -> int:
@@ -116,11 +118,13 @@ class SetEncoder(nn.Module):
     latent_dim: int | None
 
     def value_and_vjp(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, VJP]:
-        out, pullback = torch.func.vjp(lambda inputs: self(inputs, mask), x)
+        out, pullback = torch.func.vjp(lambda inputs: self(inputs, mask), x)[:2]
         if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
-            raise ValueError(f"a set encoder must map (B, N, D) to (B, L); {type(self).__name__} returned "
-                             f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__} "
-                             f"for an input of shape {tuple(x.shape)}")
+            raise ValueError(
+                f"a set encoder must map (B, N, D) to (B, L); {type(self).__name__} returned "
+                f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__} "
+                f"for an input of shape {tuple(x.shape)}"
+            )
         return out, lambda v: pullback(v)[0]
 
 
@@ -274,7 +278,7 @@ class MaxPool(SumPool):
         return torch.zeros_like(h).scatter(1, top, 1.0)
 
 
-POOLINGS: dict[str, type[nn.Module]] = {"sum": SumPool, "mean": MeanPool, "max": MaxPool}
+POOLINGS: dict[str, type[SumPool]] = {"sum": SumPool, "mean": MeanPool, "max": MaxPool}
 _POOL_TYPES = (FSPool, SumPool, MeanPool, MaxPool)
 
 
@@ -289,8 +293,13 @@ def _duplicates(x: Tensor, mask: Tensor | None) -> Tensor:
 
 
 def _has_hooks(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or module._backward_pre_hooks or parametrize.is_parametrized(module))
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+        or parametrize.is_parametrized(module)
+    )
 
 
 class FSEncoder(SetEncoder):
@@ -326,7 +335,7 @@ class FSEncoder(SetEncoder):
         self.hidden_dim = _positive_int(hidden_dim, "hidden_dim")
         self.latent_dim = _positive_int(latent_dim, "latent_dim")
         if pooling == "fspool":
-            self.pool: nn.Module = FSPool(latent_dim, n_pieces=n_pieces, set_size=set_size, init=fspool_init)
+            self.pool: FSPool | SumPool = FSPool(latent_dim, n_pieces=n_pieces, set_size=set_size, init=fspool_init)
         elif pooling in POOLINGS:
             _positive_int(n_pieces, "n_pieces")
             if set_size is not None:
@@ -361,8 +370,12 @@ class FSEncoder(SetEncoder):
             return False
         if type(self.lin1) is not nn.Linear or type(self.lin2) is not nn.Linear or type(self.pool) not in _POOL_TYPES:
             return False
-        if (_module_hooks._global_forward_hooks or _module_hooks._global_forward_pre_hooks
-                or _module_hooks._global_backward_hooks or _module_hooks._global_backward_pre_hooks):
+        if (
+            _module_hooks._global_forward_hooks
+            or _module_hooks._global_forward_pre_hooks
+            or _module_hooks._global_backward_hooks
+            or _module_hooks._global_backward_pre_hooks
+        ):
             return False
         return not any(_has_hooks(m) for m in (self, self.lin1, self.lin2, self.pool))
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -41,8 +41,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint (best.pt or last.pt) on a split")
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides for evaluation, e.g. model.iters=40 or device=cpu")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides for evaluation, e.g. model.iters=40 or device=cpu",
+    )
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
     p.add_argument("--no-progress", action="store_true")
 
@@ -57,14 +61,27 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (results.json, results.md, runs/)")
     p.add_argument("--rows", nargs="+", default=None, help="only these table rows")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--workers", type=int, default=1,
-                   help="runs at once: 1 (default) trains in this process; more use local worker processes "
-                        "(or caps the SLURM jobs running at once); unfinished runs always continue from their "
-                        "checkpoints")
-    p.add_argument("--executor", choices=("local", "slurm"), default="local",
-                   help="where runs execute: this machine or a SLURM job array (needs submitit)")
-    p.add_argument("--slurm", nargs="+", default=[], metavar="key=value",
-                   help="submitit parameters for --executor slurm, e.g. partition=gpu timeout_min=240 gpus_per_node=1")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="runs at once: 1 (default) trains in this process; more use local worker processes "
+        "(or caps the SLURM jobs running at once); unfinished runs always continue from their "
+        "checkpoints",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        default="local",
+        help="where runs execute: this machine or a SLURM job array (needs submitit)",
+    )
+    p.add_argument(
+        "--slurm",
+        nargs="+",
+        default=[],
+        metavar="key=value",
+        help="submitit parameters for --executor slurm, e.g. partition=gpu timeout_min=240 gpus_per_node=1",
+    )
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
@@ -134,12 +151,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = writable_folder(args.out or Path("runs") / Path(args.preset).stem / f"seed{cfg.seed}", "--out")
     held = [p.name for p in (out / "last.pt", previous_checkpoint(out / "last.pt")) if p.exists()]
     if not args.resume and held:
-        raise ValueError(f"{out} already holds a run ({', '.join(held)}): pass --resume to continue it or choose "
-                         "another --out")
+        raise ValueError(
+            f"{out} already holds a run ({', '.join(held)}): pass --resume to continue it or choose another --out"
+        )
     result = fit(experiment, cfg, out, resume=args.resume, progress=not args.no_progress)
     assert result is not None
-    summary = {"run_dir": str(out), "best_step": result.best_step, "val": result.val, "test": result.test,
-               "wall_time_s": round(result.wall_time_s, 2), "step_time_s": round(result.step_time_s, 4)}
+    summary = {
+        "run_dir": str(out),
+        "best_step": result.best_step,
+        "val": result.val,
+        "test": result.test,
+        "wall_time_s": round(result.wall_time_s, 2),
+        "step_time_s": round(result.step_time_s, 4),
+    }
     if _is_main():
         print(json.dumps(summary, indent=2))
     return 0
@@ -155,8 +179,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     name = ckpt.get("experiment")
     if name not in EXPERIMENTS or not isinstance(ckpt.get("config"), dict) or "model" not in ckpt:
-        raise ValueError(f"{args.checkpoint} is not an idspn run checkpoint (experiment {name!r}; expected best.pt "
-                         f"or last.pt of `idspn train`, with one of {sorted(EXPERIMENTS)})")
+        raise ValueError(
+            f"{args.checkpoint} is not an idspn run checkpoint (experiment {name!r}; expected best.pt "
+            f"or last.pt of `idspn train`, with one of {sorted(EXPERIMENTS)})"
+        )
     experiment = get_experiment(name)
     cfg = apply_overrides(config_from_dict(experiment.config_type, ckpt["config"]), args.overrides)
     ctx = init_distributed(cfg.device)
@@ -165,18 +191,25 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:
         changed = ", ".join(args.overrides) or "none"
-        raise ValueError(f"the weights in {args.checkpoint} do not fit the model these settings build (overrides: "
-                         f"{changed}): {str(err).splitlines()[0]}") from None
+        raise ValueError(
+            f"the weights in {args.checkpoint} do not fit the model these settings build (overrides: "
+            f"{changed}): {str(err).splitlines()[0]}"
+        ) from None
     data = experiment.build_data(cfg, not args.no_progress)
     dataset = getattr(data, args.split)
     if dataset is None:
         raise ValueError(f"experiment {experiment.name!r} has no {args.split!r} split")
     model.to(ctx.device)
-    metrics = evaluate(experiment, model, dataset, cfg, ctx, data.collate, desc=args.split,
-                       progress=not args.no_progress)
+    metrics = evaluate(
+        experiment, model, dataset, cfg, ctx, data.collate, desc=args.split, progress=not args.no_progress
+    )
     if _is_main():
-        print(json.dumps({"checkpoint": str(args.checkpoint), "step": ckpt.get("step"), "split": args.split,
-                          "metrics": metrics}, indent=2))
+        print(
+            json.dumps(
+                {"checkpoint": str(args.checkpoint), "step": ckpt.get("step"), "split": args.split, "metrics": metrics},
+                indent=2,
+            )
+        )
     return 0
 
 
@@ -230,9 +263,28 @@ _COMMANDS = {
 }
 
 
+def _missing_extra(err: ModuleNotFoundError, command: str) -> int | None:
+    """Exit code 2 with the install hint if ``err`` is a module of the experiments extra, else None."""
+    if err.name not in _EXTRA:
+        return None
+    prefix = f"idspn {command}" if command else "idspn"
+    print(
+        f"{prefix}: error: the idspn command needs the experiments extra (missing module {err.name!r}): "
+        "pip install 'idspn[experiments]'",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``idspn`` console script; returns the exit code."""
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ModuleNotFoundError as err:
+        code = _missing_extra(err, "")
+        if code is None:
+            raise
+        return code
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may also follow the options (argparse stops collecting them at the first option)
     if extra:
@@ -243,11 +295,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args)
     except ModuleNotFoundError as err:
-        if err.name not in _EXTRA:
+        code = _missing_extra(err, args.command)
+        if code is None:
             raise
-        print(f"idspn {args.command}: error: the idspn command needs the experiments extra (missing module "
-              f"{err.name!r}): pip install 'idspn[experiments]'", file=sys.stderr)
-        return 2
+        return code
     except (ValueError, FileNotFoundError) as err:
         print(f"idspn {args.command}: error: {err}", file=sys.stderr)
         return 2

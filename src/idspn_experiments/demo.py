@@ -28,6 +28,8 @@ def run_demo(out: Path, progress: bool = True) -> str:
         run_dir = out / name
         result = fit(experiment, cfg, run_dir, resume=(run_dir / "last.pt").exists(), progress=progress)
         assert result is not None
-        lines.append(f"| {label} | {100 * result.test['accuracy']:.1f}% | {100 * result.test['element_accuracy']:.1f}% "
-                     f"| {result.wall_time_s:.0f} s |")
+        lines.append(
+            f"| {label} | {100 * result.test['accuracy']:.1f}% | {100 * result.test['element_accuracy']:.1f}% "
+            f"| {result.wall_time_s:.0f} s |"
+        )
     return "\n".join(lines)

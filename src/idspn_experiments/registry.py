@@ -14,11 +14,12 @@ Adding to the suite means adding one ``register_*`` line at the bottom of this f
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from idspn_experiments.runs.plan import Reproduction
 from idspn_experiments.engine.spec import Experiment
+from idspn_experiments.runs.plan import Reproduction
 
 __all__ = [
     "EXPERIMENTS",
@@ -63,7 +64,9 @@ def register_experiment(experiment: Experiment[Any]) -> None:
 def register_reproduction(reproduction: Reproduction) -> None:
     """Make ``reproduction`` available to ``idspn reproduce``."""
     if reproduction.experiment.name not in EXPERIMENTS:
-        raise ValueError(f"reproduction {reproduction.name!r} uses unregistered experiment {reproduction.experiment.name!r}")
+        raise ValueError(
+            f"reproduction {reproduction.name!r} uses unregistered experiment {reproduction.experiment.name!r}"
+        )
     _add(REPRODUCTIONS, reproduction.name, reproduction, "reproduction")
 
 
@@ -88,22 +91,22 @@ def get_reproduction(name: str) -> Reproduction:
 
 # --- the catalogue ----------------------------------------------------------------------------
 
-from idspn_experiments.numbering.task import NUMBERING  # noqa: E402
 from idspn_experiments.numbering.tables import TABLE2, TABLE4  # noqa: E402
+from idspn_experiments.numbering.task import NUMBERING  # noqa: E402
 
 register_experiment(NUMBERING)
 register_reproduction(TABLE2)
 register_reproduction(TABLE4)
 
-from idspn_experiments.autoencoding.task import AUTOENCODING  # noqa: E402
 from idspn_experiments.autoencoding.tables import AUTOENCODING_REPRODUCTION  # noqa: E402
+from idspn_experiments.autoencoding.task import AUTOENCODING  # noqa: E402
 
 register_experiment(AUTOENCODING)
 register_reproduction(AUTOENCODING_REPRODUCTION)
 
 from idspn_experiments.clevr.data import SYNTH_COMMAND_HELP, add_synth_arguments, run_synth  # noqa: E402
-from idspn_experiments.clevr.task import CLEVR  # noqa: E402
 from idspn_experiments.clevr.tables import TABLE3, TABLE7  # noqa: E402
+from idspn_experiments.clevr.task import CLEVR  # noqa: E402
 
 register_experiment(CLEVR)
 register_reproduction(TABLE3)

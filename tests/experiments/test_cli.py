@@ -1,8 +1,6 @@
 import argparse
 import json
 
-import pytest
-
 from idspn_experiments import registry
 from idspn_experiments.cli import main
 from idspn_experiments.registry import DataCommand
@@ -16,8 +14,10 @@ def test_reproduce_smoke_writes_results_and_is_idempotent(tmp_path, capsys):
     data = json.loads((out / "results.json").read_text())
     assert data["budget"] == "smoke" and data["seeds"] == [0] and len(data["runs"]) == 21
     assert {(r["row"], r["column"]) for r in data["runs"]} == {
-        (m, c) for m in ("deepsets", "transformer_no_pe", "transformer_random_pe", "transformer_pe", "bilstm",
-                         "dspn", "idspn") for c in ("1x", "10x", "100x")}
+        (m, c)
+        for m in ("deepsets", "transformer_no_pe", "transformer_random_pe", "transformer_pe", "bilstm", "dspn", "idspn")
+        for c in ("1x", "10x", "100x")
+    }
     run = data["runs"][0]
     assert set(run["test"]) >= {"accuracy"} and run["wall_time_s"] > 0 and run["budget"] == "smoke"
     md = (out / "results.md").read_text()

@@ -1,6 +1,6 @@
 from idspn_experiments.cli import build_parser
-from idspn_experiments.engine.config import load_config
 from idspn_experiments.demo import DEMO_MODELS, DEMO_PRESET
+from idspn_experiments.engine.config import load_config
 from idspn_experiments.registry import get_experiment
 
 

@@ -31,9 +31,13 @@ class AutoencodingModelConfig:
     hidden_dim: PositiveInt = 512  # width of the per-element MLP of both set encoders
     latent_dim: PositiveInt = 512  # size of z, the permutation-invariant bottleneck
     lr: PositiveFloat = 1.0  # inner learning rate
-    grad_clip: PositiveFloat | None = None  # clip each example's inner gradient to this norm (None: off, as in the paper)
+    grad_clip: PositiveFloat | None = (
+        None  # clip each example's inner gradient to this norm (None: off, as in the paper)
+    )
     init_std: PositiveFloat = 0.1**0.5  # std of the learned initial set Y0 at initialisation: N(0, I/10)
-    reg: Annotated[float, AtLeast(0)] = 0.1  # lambda of the regulariser lambda/2 * (mean or sum over the N x D entries of (Y - Y0)^2)
+    reg: Annotated[float, AtLeast(0)] = (
+        0.1  # lambda of the regulariser lambda/2 * (mean or sum over the N x D entries of (Y - Y0)^2)
+    )
     reg_reduction: Literal["mean", "sum"] = "mean"  # "mean" as the original code (IDSPN(reg=lambda / (N D))), or "sum"
     fspool_init: Literal["fan_out", "normal"] = "fan_out"  # FSPool tables: N(0, 1/N) as the original code, or N(0, 1)
     compile: bool = False  # torch.compile one inner step of the decoder (IDSPN(compile=True))
@@ -41,8 +45,15 @@ class AutoencodingModelConfig:
 
 def _autoencoding_train() -> TrainConfig:
     # 40 epochs of 64,000 sets at batch 128; the last model is reported (no selection, Appendix F.2).
-    return TrainConfig(steps=20000, batch_size=128, lr=1e-3, eval_every=20000, checkpoint_every=500,
-                       eval_batch_size=512, select_metric=None)
+    return TrainConfig(
+        steps=20000,
+        batch_size=128,
+        lr=1e-3,
+        eval_every=20000,
+        checkpoint_every=500,
+        eval_batch_size=512,
+        select_metric=None,
+    )
 
 
 @dataclass

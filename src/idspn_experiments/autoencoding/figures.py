@@ -25,9 +25,9 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from idspn import hungarian_match
 from idspn_experiments.autoencoding.config import AutoencodingConfig
 from idspn_experiments.autoencoding.data import make_random_sets
-from idspn_experiments.autoencoding.tables import POOLING_KINDS, TABLE5_KINDS, GridPoint
 from idspn_experiments.autoencoding.models import MODEL_KINDS, build_autoencoder
 from idspn_experiments.autoencoding.report import Cell
+from idspn_experiments.autoencoding.tables import POOLING_KINDS, TABLE5_KINDS, GridPoint
 from idspn_experiments.engine.checkpoint import load_checkpoint
 from idspn_experiments.engine.config import config_from_dict
 
@@ -37,15 +37,22 @@ Cells = dict[GridPoint, Cell]
 Series = tuple[str, str, float, list[float | None]]  # label, colour, alpha, one value (or None) per bar group
 
 # DSPN is orange as in the paper; the ablations in warm colours next to iDSPN+mom's blue.
-COLORS = {"idspn-mom": "tab:blue", "idspn": "tab:green", "dspn": "tab:orange", "idspn-mom-sum": "tab:red",
-          "idspn-mom-mean": "tab:purple"}
+COLORS = {
+    "idspn-mom": "tab:blue",
+    "idspn": "tab:green",
+    "dspn": "tab:orange",
+    "idspn-mom-sum": "tab:red",
+    "idspn-mom-mean": "tab:purple",
+}
 _SHADE = {10: 0.45, 20: 0.72, 40: 1.0}  # fewer iterations: lighter bar
 # Cells shown in Figures 1 and 4 when there are more, in this order (the small budget's four first).
 _OVERVIEW_CELLS = ((2, 2), (4, 4), (8, 8), (4, 16), (16, 4), (8, 16), (16, 16), (32, 32))
 _EXAMPLE_CELLS = ((2, 2), (4, 4), (8, 8), (4, 16), (32, 2), (16, 16))
 
 
-def _preferred(available: Sequence[tuple[int, int]], order: Sequence[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
+def _preferred(
+    available: Sequence[tuple[int, int]], order: Sequence[tuple[int, int]], limit: int
+) -> list[tuple[int, int]]:
     """Up to ``limit`` of the available (n, d) cells: those in ``order`` first, then the rest sorted."""
     chosen = [nd for nd in order if nd in available] + sorted(set(available) - set(order))
     return sorted(chosen[:limit])
@@ -98,21 +105,30 @@ def plot_overview(cells: Cells, path: Path) -> Path | None:
     cell_keys = _preferred(sorted({(p.set_size, p.set_dim) for p in cells}), _OVERVIEW_CELLS, 8)
 
     def series(keys: list[tuple[int, int]], entries: Sequence[tuple[str, str, int]]) -> list[Series]:
-        return [(label, COLORS[kind], 1.0, [_mean(cells, GridPoint(n, d, its, kind)) for n, d in keys])
-                for label, kind, its in entries]
+        return [
+            (label, COLORS[kind], 1.0, [_mean(cells, GridPoint(n, d, its, kind)) for n, d in keys])
+            for label, kind, its in entries
+        ]
 
-    panels = [(f"Equal iterations ({at})", cell_keys,
-               series(cell_keys, [(MODEL_KINDS[k].label, k, at) for k in TABLE5_KINDS]))]
+    panels = [
+        (
+            f"Equal iterations ({at})",
+            cell_keys,
+            series(cell_keys, [(MODEL_KINDS[k].label, k, at) for k in TABLE5_KINDS]),
+        )
+    ]
     if 2 * t in iters:
-        entries = [(f"{MODEL_KINDS[k].label} ({its} it.)", k, its)
-                   for k, its in (("dspn", t), ("idspn", 2 * t), ("idspn-mom", 2 * t))]
+        entries = [
+            (f"{MODEL_KINDS[k].label} ({its} it.)", k, its)
+            for k, its in (("dspn", t), ("idspn", 2 * t), ("idspn-mom", 2 * t))
+        ]
         panels.append((f"Equal compute (DSPN {t} it. vs iDSPN {2 * t} it.)", cell_keys, series(cell_keys, entries)))
     pooling_keys = [(n, d) for n, d in cell_keys if any(GridPoint(n, d, at, k) in cells for k in POOLING_KINDS)]
     if pooling_keys:
         entries = [("FSPool", "idspn-mom", at), ("Sum", "idspn-mom-sum", at), ("Mean", "idspn-mom-mean", at)]
         panels.append((f"Pooling, iDSPN+mom ({at} it.)", pooling_keys, series(pooling_keys, entries)))
     fig = Figure(figsize=(4.2 * len(panels), 4.2), layout="constrained")
-    for ax, (title, keys, bars) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+    for ax, (title, keys, bars) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
         _bars(ax, [f"n={n}\nd={d}" for n, d in keys], bars, "reconstruction loss", title)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=len(bars), frameon=False)
     fig.savefig(path, dpi=130)
@@ -129,14 +145,16 @@ def plot_relative(cells: Cells, path: Path, fixed: str) -> Path | None:
     """
     if fixed not in ("n", "d"):
         raise ValueError(f"fixed must be 'n' or 'd', got {fixed!r}")
-    base = {(p.set_size, p.set_dim): c.mean for p, c in cells.items() if p.kind == "dspn" and p.iters == 10 and c.losses}
+    base = {
+        (p.set_size, p.set_dim): c.mean for p, c in cells.items() if p.kind == "dspn" and p.iters == 10 and c.losses
+    }
     if not base:
         return None
     iters = sorted({p.iters for p in cells if p.kind in TABLE5_KINDS})
     outer = sorted({nd[0] if fixed == "n" else nd[1] for nd in base})
     fig = Figure(figsize=(min(3.6 * len(outer), 18) + 1.8, 3.8), layout="constrained")
     axes = fig.subplots(1, len(outer), squeeze=False)[0]
-    for ax, value in zip(axes, outer):
+    for ax, value in zip(axes, outer, strict=True):
         keys = sorted(nd for nd in base if (nd[0] if fixed == "n" else nd[1]) == value)
         inner_name = "d" if fixed == "n" else "n"
         groups = [f"{inner_name}={nd[1] if fixed == 'n' else nd[0]}" for nd in keys]
@@ -171,15 +189,16 @@ def plot_reconstructions(cells: Cells, path: Path, max_cells: int = 4) -> Path |
         return None
     at = 20 if 20 in iters else iters[-1]
     kinds = ("dspn", "idspn-mom")
-    available = {(p.set_size, p.set_dim) for p in cells
-                 if all(GridPoint(p.set_size, p.set_dim, at, k) in cells for k in kinds)}
+    available = {
+        (p.set_size, p.set_dim) for p in cells if all(GridPoint(p.set_size, p.set_dim, at, k) in cells for k in kinds)
+    }
     chosen = _preferred(sorted(available), _EXAMPLE_CELLS, max_cells)
     if not chosen:
         return None
     fig = Figure(figsize=(3.0 * len(kinds), 2.9 * len(chosen)), layout="constrained")
     axes = fig.subplots(len(chosen), len(kinds), squeeze=False)
-    for row, (n, d) in zip(axes, chosen):
-        for ax, kind in zip(row, kinds):
+    for row, (n, d) in zip(axes, chosen, strict=True):
+        for ax, kind in zip(row, kinds, strict=True):
             cell = cells[GridPoint(n, d, at, kind)]
             model, cfg = _load_model(cell.run_dirs[0])
             target = make_random_sets(1, n, d, cfg.seed, "examples")  # (1, N, D)

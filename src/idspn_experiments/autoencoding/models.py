@@ -71,10 +71,12 @@ class SetAutoencoder(nn.Module):
         super().__init__()
         if reg_reduction not in ("mean", "sum"):
             raise ValueError(f"reg_reduction must be 'mean' or 'sum', got {reg_reduction!r}")
-        self.input_encoder = FSEncoder(set_dim, hidden_dim, latent_dim, set_size=set_size, pooling=pooling,
-                                       fspool_init=fspool_init)
-        inner_encoder = FSEncoder(set_dim, hidden_dim, latent_dim, set_size=set_size, pooling=pooling,
-                                  fspool_init=fspool_init)
+        self.input_encoder = FSEncoder(
+            set_dim, hidden_dim, latent_dim, set_size=set_size, pooling=pooling, fspool_init=fspool_init
+        )
+        inner_encoder = FSEncoder(
+            set_dim, hidden_dim, latent_dim, set_size=set_size, pooling=pooling, fspool_init=fspool_init
+        )
         self.decoder = IDSPN(
             inner_encoder,
             set_size=set_size,

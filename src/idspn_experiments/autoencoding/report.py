@@ -24,8 +24,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from idspn_experiments.autoencoding.tables import BUDGET_GRIDS, POOLING_KINDS, TABLE5_KINDS, GridPoint, paper_loss, point_of_key
 from idspn_experiments.autoencoding.models import MODEL_KINDS
+from idspn_experiments.autoencoding.tables import (
+    BUDGET_GRIDS,
+    POOLING_KINDS,
+    TABLE5_KINDS,
+    GridPoint,
+    paper_loss,
+    point_of_key,
+)
 from idspn_experiments.engine.io import atomic_write_text
 from idspn_experiments.runs.results import RunRecord, format_duration
 
@@ -135,11 +142,16 @@ def _loss_table(cells: Cells, kinds: Sequence[str]) -> list[str]:
 
 def _timing_table(cells: Cells) -> list[str]:
     """Time per epoch (and per step) of the three models at equal iterations, from the same runs."""
-    lines = ["| n | d | Iterations | iDSPN+mom | iDSPN | DSPN | DSPN / iDSPN |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| n | d | Iterations | iDSPN+mom | iDSPN | DSPN | DSPN / iDSPN |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for key in sorted({(p.set_size, p.set_dim, p.iters) for p in cells if p.kind in TABLE5_KINDS}):
         found = {kind: cells.get(GridPoint(*key, kind)) for kind in TABLE5_KINDS}
-        texts = ["-" if c is None else f"{format_duration(c.epoch_time_s)} ({c.step_time_s:.3f} s/step)"
-                 for c in found.values()]
+        texts = [
+            "-" if c is None else f"{format_duration(c.epoch_time_s)} ({c.step_time_s:.3f} s/step)"
+            for c in found.values()
+        ]
         ratio = "-"
         if found["dspn"] is not None and found["idspn"] is not None:
             ratio = f"{found['dspn'].epoch_time_s / found['idspn'].epoch_time_s:.2f}×"
@@ -149,8 +161,10 @@ def _timing_table(cells: Cells) -> list[str]:
 
 def _equal_compute_table(cells: Cells) -> list[str]:
     """DSPN at t iterations against iDSPN (with and without momentum) at 2t (Figure 1, middle)."""
-    lines = ["| n | d | DSPN it=t | iDSPN it=2t | iDSPN+mom it=2t | s/step DSPN it=t | s/step iDSPN it=2t |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| n | d | DSPN it=t | iDSPN it=2t | iDSPN+mom it=2t | s/step DSPN it=t | s/step iDSPN it=2t |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for dspn, idspn, mom in _equal_compute_triples(cells):
         p = dspn.point
         lines.append(
@@ -196,22 +210,30 @@ def _claims(cells: Cells) -> list[str]:
     if triples:
         lowest = [mom.mean < min(idspn.mean, dspn.mean) for mom, idspn, dspn in triples]
         same = [idspn.mean < dspn.mean for _, idspn, dspn in triples]
-        lines.append(f"- **Equal iterations** (Figure 1 left, paper: iDSPN+mom best in most cells): iDSPN+mom has "
-                     f"the lowest loss in {_count(lowest)} (n, d, iterations) cells.")
-        lines.append(f"- **Same forward pass** (paper: iDSPN performs similarly to DSPN): iDSPN is lower than DSPN "
-                     f"in {_count(same)} cells; median loss ratio iDSPN / DSPN "
-                     f"{_median_ratio([i.mean / d.mean for _, i, d in triples])}.")
+        lines.append(
+            f"- **Equal iterations** (Figure 1 left, paper: iDSPN+mom best in most cells): iDSPN+mom has "
+            f"the lowest loss in {_count(lowest)} (n, d, iterations) cells."
+        )
+        lines.append(
+            f"- **Same forward pass** (paper: iDSPN performs similarly to DSPN): iDSPN is lower than DSPN "
+            f"in {_count(same)} cells; median loss ratio iDSPN / DSPN "
+            f"{_median_ratio([i.mean / d.mean for _, i, d in triples])}."
+        )
         speed = [d.epoch_time_s / i.epoch_time_s for _, i, d in triples]
-        lines.append(f"- **Speed at equal iterations**: DSPN takes {_median_ratio(speed)}× the time per epoch of "
-                     "iDSPN (median over cells; see the timing table).")
+        lines.append(
+            f"- **Speed at equal iterations**: DSPN takes {_median_ratio(speed)}× the time per epoch of "
+            "iDSPN (median over cells; see the timing table)."
+        )
     compute = _equal_compute_triples(cells)
     if compute:
         plain = [i.mean < d.mean for d, i, _ in compute if i.losses and d.losses]
         mom = [m.mean < d.mean for d, _, m in compute if m.losses and d.losses]
         cost = [i.step_time_s / d.step_time_s for d, i, _ in compute]
-        lines.append(f"- **Equal compute** (Figure 1 middle, paper: iDSPN wins regardless of momentum): iDSPN at 2t "
-                     f"iterations is lower than DSPN at t in {_count(plain)} cells, iDSPN+mom in {_count(mom)}; "
-                     f"a step of iDSPN at 2t costs {_median_ratio(cost)}× a step of DSPN at t (median).")
+        lines.append(
+            f"- **Equal compute** (Figure 1 middle, paper: iDSPN wins regardless of momentum): iDSPN at 2t "
+            f"iterations is lower than DSPN at t in {_count(plain)} cells, iDSPN+mom in {_count(mom)}; "
+            f"a step of iDSPN at 2t costs {_median_ratio(cost)}× a step of DSPN at t (median)."
+        )
     pooled = []
     for p in cells:
         if p.kind == "idspn-mom":
@@ -221,9 +243,11 @@ def _claims(cells: Cells) -> list[str]:
     if pooled:
         wins = [fs.mean < min(o.mean for o in others) for fs, others in pooled]
         factor = [min(o.mean for o in others) / fs.mean for fs, others in pooled]
-        lines.append(f"- **Pooling** (Table 6, paper: FSPool lower by 10× or more in most cells): FSPool is lower "
-                     f"than both sum and mean pooling in {_count(wins)} cells; median factor "
-                     f"{_median_ratio(factor)}×.")
+        lines.append(
+            f"- **Pooling** (Table 6, paper: FSPool lower by 10× or more in most cells): FSPool is lower "
+            f"than both sum and mean pooling in {_count(wins)} cells; median factor "
+            f"{_median_ratio(factor)}×."
+        )
     return lines or ["(not enough finished runs to compare models)"]
 
 

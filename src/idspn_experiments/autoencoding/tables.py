@@ -31,8 +31,24 @@ from idspn_experiments.autoencoding.task import AUTOENCODING
 from idspn_experiments.runs.plan import Reproduction, RunPlan
 from idspn_experiments.runs.results import PaperCell, ResultsTable, RunRecord, TableColumn, TableRow
 
-__all__ = ["AUTOENCODING_REPRODUCTION", "PAPER_LOSS", "TABLE_SCALE", "paper_loss", "GridPoint", "Grid", "BUDGET_GRIDS", "SEEDS", "PAPER_SIZES", "PAPER_ITERS", "TABLE5_KINDS",
-           "POOLING_KINDS", "grid_points", "autoencoding_plan", "run_cost", "point_of_key"]
+__all__ = [
+    "AUTOENCODING_REPRODUCTION",
+    "PAPER_LOSS",
+    "TABLE_SCALE",
+    "paper_loss",
+    "GridPoint",
+    "Grid",
+    "BUDGET_GRIDS",
+    "SEEDS",
+    "PAPER_SIZES",
+    "PAPER_ITERS",
+    "TABLE5_KINDS",
+    "POOLING_KINDS",
+    "grid_points",
+    "autoencoding_plan",
+    "run_cost",
+    "point_of_key",
+]
 
 PAPER_SIZES = (2, 4, 8, 16, 32)  # n and d of Section 4.2
 PAPER_ITERS = (10, 20, 40)
@@ -66,8 +82,12 @@ class GridPoint:
 
     def overrides(self) -> tuple[str, ...]:
         """``key=value`` overrides of the budget's preset that select this point."""
-        return (f"data.set_size={self.set_size}", f"data.set_dim={self.set_dim}", f"model.iters={self.iters}",
-                *MODEL_KINDS[self.kind].overrides)
+        return (
+            f"data.set_size={self.set_size}",
+            f"data.set_dim={self.set_dim}",
+            f"model.iters={self.iters}",
+            *MODEL_KINDS[self.kind].overrides,
+        )
 
 
 @dataclass(frozen=True)
@@ -85,19 +105,28 @@ _ALL_CELLS = tuple((n, d) for n in PAPER_SIZES for d in PAPER_SIZES)
 
 BUDGET_GRIDS: dict[str, Grid] = {
     "smoke": Grid(
-        "autoencoding-smoke", ((2, 2), (2, 4)), (10, 20), ((2, 4),),
+        "autoencoding-smoke",
+        ((2, 2), (2, 4)),
+        (10, 20),
+        ((2, 4),),
         "Smoke budget (CI): widths 16, 4 training steps on 64 sets. The numbers are meaningless and not "
         "comparable to the paper's cells.",
     ),
     "small": Grid(
-        "autoencoding-small", ((2, 2), (4, 4), (8, 8), (4, 16)), (10, 20), ((8, 8),),
+        "autoencoding-small",
+        ((2, 2), (4, 4), (8, 8), (4, 16)),
+        (10, 20),
+        ((8, 8),),
         "Small budget (2-core CPU, about an hour with `--workers 2`): 4 of the 25 (n, d) cells at 10 and 20 "
         "iterations, sum/mean pooling at (8, 8) only, **750 steps (1.5 epochs) instead of 20,000 (40 epochs)**, "
         "one seed. Models, widths, data sizes and optimiser as in the paper. Losses are higher than the paper's "
         "(training is far shorter), so compare the *ordering* of the models within a cell, not the values.",
     ),
     "paper": Grid(
-        "autoencoding-paper", _ALL_CELLS, PAPER_ITERS, _ALL_CELLS,
+        "autoencoding-paper",
+        _ALL_CELLS,
+        PAPER_ITERS,
+        _ALL_CELLS,
         "Paper budget: n, d in {2, 4, 8, 16, 32}, 10/20/40 iterations, 40 epochs of 64,000 sets, 8 seeds; "
         "the pooling ablation on every cell.",
     ),
@@ -115,7 +144,8 @@ def grid_points(budget: str) -> list[GridPoint]:
     for n, d in sorted(set(grid.cells) | set(grid.pooling_cells)):
         for iters in grid.iters:
             kinds = (TABLE5_KINDS if (n, d) in grid.cells else ()) + (
-                POOLING_KINDS if (n, d) in grid.pooling_cells else ())
+                POOLING_KINDS if (n, d) in grid.pooling_cells else ()
+            )
             points += [GridPoint(n, d, iters, kind) for kind in kinds]
     return points
 
@@ -156,12 +186,12 @@ _POINTS_BY_KEY = {p.key: p for budget in BUDGET_GRIDS for p in grid_points(budge
 # --- published losses -------------------------------------------------------------------------
 
 # Published losses of Tables 5 and 6 (Appendix E.2), for the cells the reports compare against.
-# 
+#
 # Reconstruction Hungarian Huber loss after 40 epochs, mean and standard deviation over 8 seeds (a
 # few DSPN and sum-pooling cells over fewer seeds, see Appendix E.2). Transcribed by hand from the
 # paper's tables for the (n, d) cells of the ``small`` budget, (2, 2), (4, 4), (8, 8) and (4, 16),
 # at all three iteration counts; other cells have no published number here and show "-".
-# 
+#
 # Note: the text of Appendix E.2 quotes "FSPool 1.9e-4" for n = d = 2 at 20 iterations, but Table 5
 # gives 1.2e-4 for that cell (1.9e-4 is the n = 4, d = 2 cell); we copy the table.
 
@@ -281,7 +311,9 @@ AUTOENCODING_REPRODUCTION = Reproduction(
     ),
     plan=autoencoding_plan,
     seeds=SEEDS,
-    notes={budget: grid.note + " Paper notation, claims and figures: report.md." for budget, grid in BUDGET_GRIDS.items()},
+    notes={
+        budget: grid.note + " Paper notation, claims and figures: report.md." for budget, grid in BUDGET_GRIDS.items()
+    },
     description="Tables 5-6, Figures 1-4: DSPN vs iDSPN (+momentum), FSPool vs sum/mean, n, d in {2..32}",
     report=_write_report,
     cost=run_cost,

@@ -34,15 +34,15 @@ def per_set_loss(pred: Tensor, target: Tensor) -> Tensor:
     return hungarian_loss(pred, target, pairwise="huber", reduction="none").mean(1)  # (B,)
 
 
-def autoencoding_loss(model: nn.Module, batch: Tensor, cfg: AutoencodingConfig, iters: int
-                      ) -> tuple[Tensor, dict[str, float]]:
+def autoencoding_loss(
+    model: nn.Module, batch: Tensor, cfg: AutoencodingConfig, iters: int
+) -> tuple[Tensor, dict[str, float]]:
     """Hungarian Huber loss between the reconstruction and the input set ``batch (B, N, D)``."""
     pred = model(batch, iters=iters)  # (B, N, D)
     return hungarian_loss(pred, batch, pairwise="huber"), {}
 
 
-def autoencoding_eval_step(model: nn.Module, batch: Tensor, cfg: AutoencodingConfig, iters: int
-                           ) -> dict[str, Tensor]:
+def autoencoding_eval_step(model: nn.Module, batch: Tensor, cfg: AutoencodingConfig, iters: int) -> dict[str, Tensor]:
     """Per-set ``loss (B,)``: its mean over the split is the reported reconstruction loss."""
     return {"loss": per_set_loss(model(batch, iters=iters), batch)}
 

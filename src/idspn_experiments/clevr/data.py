@@ -280,8 +280,13 @@ class CLEVRDataset(Dataset[tuple[Tensor, Tensor]]):
             # PIL releases the GIL while decoding and resizing, so threads give real parallelism.
             with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
                 loaded = pool.map(lambda p: _load_image(p, self.image_size), self.image_paths)
-                bar = tqdm(loaded, total=len(self), desc=f"caching CLEVR {self.split} at {self.image_size}px",
-                           unit="img", disable=not progress)
+                bar = tqdm(
+                    loaded,
+                    total=len(self),
+                    desc=f"caching CLEVR {self.split} at {self.image_size}px",
+                    unit="img",
+                    disable=not progress,
+                )
                 for k, image in enumerate(bar):
                     images[k] = image
             images.flush()
@@ -297,7 +302,10 @@ class CLEVRDataset(Dataset[tuple[Tensor, Tensor]]):
 
 
 def work_dir(cfg: ClevrConfig) -> Path:
-    """Folder for generated data and caches: ``data.work_dir``, ``$IDSPN_DATA_DIR/clevr`` or ``~/.cache/idspn/clevr``."""
+    """Folder for generated data and caches.
+
+    ``data.work_dir`` if set, else ``$IDSPN_DATA_DIR/clevr``, else ``~/.cache/idspn/clevr``.
+    """
     if cfg.data.work_dir is not None:
         return Path(cfg.data.work_dir)
     base = os.environ.get("IDSPN_DATA_DIR")
@@ -317,7 +325,11 @@ def _generate_once(cfg: ClevrConfig, progress: bool) -> Path:
     d = cfg.data
     out = synth_dir(cfg)
     marker = out / _MARKER
-    expected = {"seed": d.synth_seed, "renderer": RENDERER_VERSION, "splits": {"train": d.train_size, "val": d.val_size}}
+    expected = {
+        "seed": d.synth_seed,
+        "renderer": RENDERER_VERSION,
+        "splits": {"train": d.train_size, "val": d.val_size},
+    }
     with exclusive_lock(out.with_name(out.name + ".lock")):
         # Markers from before the renderer was recorded were all written by renderer 1.
         if marker.is_file() and {"renderer": 1, **json.loads(marker.read_text())} == expected:
@@ -385,8 +397,11 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``idspn data clevr-synth``."""
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", type=Path, help="folder to write CLEVR_v1.0/ into")
-    where.add_argument("--preset", help="instead: generate and cache the data of this CLEVR preset (e.g. clevr-small) "
-                       "where its runs look for them, so that no run's wall time includes the generation")
+    where.add_argument(
+        "--preset",
+        help="instead: generate and cache the data of this CLEVR preset (e.g. clevr-small) "
+        "where its runs look for them, so that no run's wall time includes the generation",
+    )
     parser.add_argument("--train", type=int, default=1000, help="training scenes (default 1000; with --out)")
     parser.add_argument("--val", type=int, default=200, help="validation scenes (default 200; with --out)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data set (default 0; with --out)")
@@ -413,7 +428,8 @@ def run_synth(args: argparse.Namespace) -> int:
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
     out = writable_folder(args.out, "--out")
-    generate(out, {"train": args.train, "val": args.val}, seed=args.seed, workers=args.workers,
-             progress=not args.no_progress)
+    generate(
+        out, {"train": args.train, "val": args.val}, seed=args.seed, workers=args.workers, progress=not args.no_progress
+    )
     print(f"wrote {args.train} train and {args.val} val scenes to {out / 'CLEVR_v1.0'}")
     return 0

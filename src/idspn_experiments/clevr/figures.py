@@ -29,10 +29,9 @@ from torch import Tensor, nn
 
 from idspn import hungarian_match
 from idspn_experiments.clevr.config import ClevrConfig
-from idspn_experiments.clevr.layout import targets_to_range, to_range
-from idspn_experiments.clevr.task import CLEVR_MODELS, build_model, predict
 from idspn_experiments.clevr.data import CLEVRDataset
-from idspn_experiments.clevr.layout import ATTRIBUTES, LAYOUT
+from idspn_experiments.clevr.layout import ATTRIBUTES, LAYOUT, targets_to_range, to_range
+from idspn_experiments.clevr.task import CLEVR_MODELS, build_model, predict
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -55,8 +54,8 @@ class DecodedObject:
     attributes: dict[str, str]  # "material", "color", "shape", "size" -> value
     presence: float  # presence flag (targets) or confidence (predictions)
 
-    def distance(self, other: "DecodedObject") -> float:
-        return sum((a - b) ** 2 for a, b in zip(self.coords, other.coords)) ** 0.5
+    def distance(self, other: DecodedObject) -> float:
+        return sum((a - b) ** 2 for a, b in zip(self.coords, other.coords, strict=True)) ** 0.5
 
 
 def decode_object(vector: Tensor) -> DecodedObject:
@@ -64,7 +63,7 @@ def decode_object(vector: Tensor) -> DecodedObject:
     coords = (vector[LAYOUT.coords] * LAYOUT.coord_scale).tolist()
     attributes = {
         field: vocabulary[int(vector[group].argmax())]
-        for (field, vocabulary), group in zip(ATTRIBUTES, LAYOUT.attributes)
+        for (field, vocabulary), group in zip(ATTRIBUTES, LAYOUT.attributes, strict=True)
     }
     return DecodedObject((coords[0], coords[1], coords[2]), attributes, float(vector[LAYOUT.presence]))
 
@@ -153,10 +152,19 @@ def _object_lines(obj: DecodedObject, truth: DecodedObject | None) -> list[list[
     return [first, second]
 
 
-def _draw_tokens(ax: "Axes", x: float, y: float, tokens: list[Token]) -> None:
+def _draw_tokens(ax: Axes, x: float, y: float, tokens: list[Token]) -> None:
     for text, colour, bold in tokens:
-        ax.text(x, y, text, color=colour, fontweight="bold" if bold else "normal", family="monospace",
-                fontsize=_FONT_SIZE, va="top", ha="left")
+        ax.text(
+            x,
+            y,
+            text,
+            color=colour,
+            fontweight="bold" if bold else "normal",
+            family="monospace",
+            fontsize=_FONT_SIZE,
+            va="top",
+            ha="left",
+        )
         x += len(text)
 
 
@@ -182,10 +190,12 @@ def draw_examples(examples: Sequence[Example], out: str | Path, title: str = "")
     if title:
         fig.text(margin / fig_w, 1 - margin / fig_h, title, fontsize=9, va="top", ha="left")
     top = fig_h - margin - title_h
-    for example, height in zip(examples, heights):
+    for example, height in zip(examples, heights, strict=True):
         top -= height
         image_h = image_w * 2 / 3  # CLEVR images are 480x320
-        ax_img = fig.add_axes(((margin) / fig_w, (top + height - image_h - gap) / fig_h, image_w / fig_w, image_h / fig_h))
+        ax_img = fig.add_axes(
+            ((margin) / fig_w, (top + height - image_h - gap) / fig_h, image_w / fig_w, image_h / fig_h)
+        )
         with Image.open(example.image_path) as image:
             ax_img.imshow(image.convert("RGB"))
         ax_img.set_axis_off()
@@ -252,8 +262,10 @@ def draw_checkpoint(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m idspn_experiments.clevr.figures CHECKPOINT --out FILE [--images ...] [--iters ...] [key=value ...]``."""
-    parser = argparse.ArgumentParser(prog="python -m idspn_experiments.clevr.figures", description=__doc__.split("\n")[0])
+    """Command line: ``python -m idspn_experiments.clevr.figures CHECKPOINT --out FILE [options] [key=value ...]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m idspn_experiments.clevr.figures", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("checkpoint", type=Path, help="best.pt or last.pt of a CLEVR run")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. device=cpu")
     parser.add_argument("--out", type=Path, required=True, help="picture file (.png, .svg, .pdf)")

@@ -70,7 +70,14 @@ class ResNetImageEncoder(nn.Module):
             )
         resnet = resnet18(weights=None)
         self.trunk = nn.Sequential(
-            resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
+            resnet.conv1,
+            resnet.bn1,
+            resnet.relu,
+            resnet.maxpool,
+            resnet.layer1,
+            resnet.layer2,
+            resnet.layer3,
+            resnet.layer4,
         )
         self.norm = nn.BatchNorm2d(_TRUNK_CHANNELS)
         self.reduce = nn.Conv2d(_TRUNK_CHANNELS, latent_dim // cells, kernel_size=2, stride=2)
@@ -122,8 +129,9 @@ class ClevrIDSPN(nn.Module):
     ) -> None:
         super().__init__()
         self.image_encoder = ResNetImageEncoder(image_size, latent_dim)
-        set_encoder = FSEncoder(set_dim, hidden_dim, latent_dim, set_size=set_size, pooling=pooling,
-                                fspool_init=fspool_init)
+        set_encoder = FSEncoder(
+            set_dim, hidden_dim, latent_dim, set_size=set_size, pooling=pooling, fspool_init=fspool_init
+        )
         self.decoder = IDSPN(
             set_encoder,
             set_size=set_size,

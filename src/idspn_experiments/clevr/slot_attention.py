@@ -33,10 +33,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from idspn_experiments.clevr.layout import coord_bounds
-from idspn_experiments.clevr.layout import LAYOUT
+from idspn_experiments.clevr.layout import LAYOUT, coord_bounds
 
-__all__ = ["CNNEncoder", "SoftPositionEmbedding", "SlotAttention", "SlotHead", "SlotAttentionPredictor", "SlotMLPPredictor"]
+__all__ = [
+    "CNNEncoder",
+    "SoftPositionEmbedding",
+    "SlotAttention",
+    "SlotHead",
+    "SlotAttentionPredictor",
+    "SlotMLPPredictor",
+]
 
 
 def _check_image_size(image_size: int) -> None:
@@ -93,10 +99,17 @@ class SlotAttention(nn.Module):
         eps: added to the attention weights before the weighted mean.
     """
 
-    def __init__(self, num_slots: int, input_dim: int, slot_dim: int, iters: int = 3, hidden_dim: int = 128, eps: float = 1e-8) -> None:
+    def __init__(
+        self, num_slots: int, input_dim: int, slot_dim: int, iters: int = 3, hidden_dim: int = 128, eps: float = 1e-8
+    ) -> None:
         super().__init__()
-        for name, value in (("num_slots", num_slots), ("input_dim", input_dim), ("slot_dim", slot_dim),
-                            ("iters", iters), ("hidden_dim", hidden_dim)):
+        for name, value in (
+            ("num_slots", num_slots),
+            ("input_dim", input_dim),
+            ("slot_dim", slot_dim),
+            ("iters", iters),
+            ("hidden_dim", hidden_dim),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.num_slots, self.slot_dim, self.iters, self.eps = num_slots, slot_dim, iters, eps

@@ -40,12 +40,13 @@ __all__ = ["TABLE3", "TABLE7", "table3_plan", "table7_plan", "table3_pictures"]
 _RUN_COLUMN = "run"  # every run fills the six AP columns of its row
 _AP_LABELS = ("AP_∞", "AP_1", "AP_0.5", "AP_0.25", "AP_0.125", "AP_0.0625")
 _DATASET_COLUMNS = tuple(
-    TableColumn(metric, label, metric=metric, runs=_RUN_COLUMN) for metric, label in zip(AP_METRICS, _AP_LABELS)
+    TableColumn(metric, label, metric=metric, runs=_RUN_COLUMN)
+    for metric, label in zip(AP_METRICS, _AP_LABELS, strict=True)
 )
 # The original code's per-image AP, which scored the paper's iDSPN cells (their published numbers sit here).
 _IMAGE_COLUMNS = tuple(
     TableColumn(metric, f"{label} per image", metric=metric, runs=_RUN_COLUMN)
-    for metric, label in zip(IMAGE_AP_METRICS, _AP_LABELS)
+    for metric, label in zip(IMAGE_AP_METRICS, _AP_LABELS, strict=True)
 )
 _COLUMNS = _DATASET_COLUMNS + _IMAGE_COLUMNS
 _PRESETS = {"smoke": "clevr-smoke", "small": "clevr-small", "paper": "clevr-paper"}
@@ -54,11 +55,25 @@ _SEEDS = {"smoke": (0,), "small": (0,), "paper": (0, 1, 2, 3, 4, 5, 6, 7)}
 # The Slot Attention / Slot MLP schedule per budget (iDSPN's is in the presets).
 _SLOT_SCHEDULE: dict[str, tuple[str, ...]] = {
     "smoke": ("train.lr=0.0004", "train.warmup_steps=1", "train.lr_milestones=[]"),
-    "small": ("train.steps=6400", "train.lr=0.0004", "train.warmup_steps=320", "train.lr_milestones=[1600,3200,4800]",
-              "train.lr_gamma=0.5", "train.eval_every=800", "train.checkpoint_every=400"),
-    "paper": ("train.steps=200000", "train.batch_size=512", "train.lr=0.0004", "train.warmup_steps=1000",
-              "train.lr_milestones=[50000,100000,150000]", "train.lr_gamma=0.5", "train.eval_every=20000",
-              "train.checkpoint_every=2000"),
+    "small": (
+        "train.steps=6400",
+        "train.lr=0.0004",
+        "train.warmup_steps=320",
+        "train.lr_milestones=[1600,3200,4800]",
+        "train.lr_gamma=0.5",
+        "train.eval_every=800",
+        "train.checkpoint_every=400",
+    ),
+    "paper": (
+        "train.steps=200000",
+        "train.batch_size=512",
+        "train.lr=0.0004",
+        "train.warmup_steps=1000",
+        "train.lr_milestones=[50000,100000,150000]",
+        "train.lr_gamma=0.5",
+        "train.eval_every=20000",
+        "train.checkpoint_every=2000",
+    ),
 }
 
 _NOTES = {
@@ -66,22 +81,29 @@ _NOTES = {
     "The numbers are meaningless.",
     "small": "Small budget (2-core CPU): **generated CLEVR-format data** (12,000 training and 500 evaluation scenes, "
     "`idspn data clevr-synth --preset clevr-small`), **64x64 px images**, batch 32; iDSPN trained for 6,000 steps "
-    "(16 epochs) and Slot Attention / Slot MLP for 6,400 steps, about the same wall time. Schedules are the paper's shrunk in proportion. "
+    "(16 epochs) and Slot Attention / Slot MLP for 6,400 steps, about the same wall time. "
+    "Schedules are the paper's shrunk in proportion. "
     "Rows labelled 128x128 or 256x256 ran at 64x64. **Not comparable to the paper's cells**: it shows the "
     "comparison between models trained on the same data for the same time.",
     "paper": "Paper budget: real CLEVR v1.0 (70,000 training images; AP over the 15,000 validation images), the "
     "paper's hyperparameters, 8 seeds.",
 }
-_AP_NOTE = ("Two APs per row. `AP_t`: the dataset-level AP (Slot Attention's metric; the published Slot Attention, "
-            "Slot MLP and DSPN cells sit in these columns). `AP_t per image`: the original iDSPN code's metric, the "
-            "mean of per-image APs in which a prediction also uses up an object it misses (the published iDSPN "
-            "cells were scored with it, on the first image of every validation batch of 128; see docs/clevr.md).")
+_AP_NOTE = (
+    "Two APs per row. `AP_t`: the dataset-level AP (Slot Attention's metric; the published Slot Attention, "
+    "Slot MLP and DSPN cells sit in these columns). `AP_t per image`: the original iDSPN code's metric, the "
+    "mean of per-image APs in which a prediction also uses up an object it misses (the published iDSPN "
+    "cells were scored with it, on the first image of every validation batch of 128; see docs/clevr.md)."
+)
 _NOTES = {budget: f"{note} {_AP_NOTE}" for budget, note in _NOTES.items()}
 
 
 def _slot_overrides(budget: str, name: str, coord_range: str, all_iters: bool) -> tuple[str, ...]:
-    return (f"model.name={name}", f"model.coord_range={coord_range}",
-            f"model.supervise_all_iters={str(all_iters).lower()}", *_SLOT_SCHEDULE[budget])
+    return (
+        f"model.name={name}",
+        f"model.coord_range={coord_range}",
+        f"model.supervise_all_iters={str(all_iters).lower()}",
+        *_SLOT_SCHEDULE[budget],
+    )
 
 
 def _idspn_overrides(name: str, pooling: str, momentum: float, image_size: int | None) -> tuple[str, ...]:
@@ -106,11 +128,12 @@ def _check_budget(budget: str) -> None:
         raise ValueError(f"budget must be one of {tuple(_PRESETS)}, got {budget!r}")
 
 
-def _cells(row: str, *published: tuple[float, float | None] | None, per_image: bool = False
-           ) -> dict[tuple[str, str], PaperCell]:
+def _cells(
+    row: str, *published: tuple[float, float | None] | None, per_image: bool = False
+) -> dict[tuple[str, str], PaperCell]:
     """A row's published APs, in the columns of the metric that produced them."""
     columns = _IMAGE_COLUMNS if per_image else _DATASET_COLUMNS
-    return {(row, col.key): PaperCell(*cell) for col, cell in zip(columns, published) if cell is not None}
+    return {(row, col.key): PaperCell(*cell) for col, cell in zip(columns, published, strict=True) if cell is not None}
 
 
 # --- Table 3 ----------------------------------------------------------------------------------
@@ -141,11 +164,15 @@ _TABLE3_PAPER = {
     **_cells("idspn-256", (99.4, 0.3), (99.2, 0.4), (99.0, 0.5), (97.8, 0.7), (86.9, 1.0), (47.2, 3.8), per_image=True),
 }
 
+
 def table3_pictures(out_dir: Path, records: Sequence[RunRecord], budget: str, seeds: Sequence[int]) -> None:
     """Reproduction report: Table 9-style pictures of the first seed's iDSPN and Slot Attention dagger runs."""
     from idspn_experiments.clevr.figures import draw_checkpoint
 
-    for row, name in (("idspn-128", "pictures-idspn.png"), ("slot-attention-dagger", "pictures-slot-attention-dagger.png")):
+    for row, name in (
+        ("idspn-128", "pictures-idspn.png"),
+        ("slot-attention-dagger", "pictures-slot-attention-dagger.png"),
+    ):
         record = next((r for r in records if r.row == row), None)
         if record is not None:
             draw_checkpoint(Path(record.run_dir) / "best.pt", Path(out_dir) / name)
@@ -189,8 +216,14 @@ _TABLE7_ROWS: tuple[tuple[str, str, str, float, str], ...] = (
 )
 _POOLING_LABEL = {"fspool": "FSPool", "sum": "Sum", "mean": "Mean"}
 # unique labels, so that the time table (which shows no marks) tells the rows apart
-_TABLE7_LABELS = ("iDSPN (mean)", "iDSPN (sum)", "iDSPN (FSPool)", "DSPN (momentum 0.9)", "iDSPN (momentum 0.5)",
-                  "DSPN (momentum 0.5)")
+_TABLE7_LABELS = (
+    "iDSPN (mean)",
+    "iDSPN (sum)",
+    "iDSPN (FSPool)",
+    "DSPN (momentum 0.9)",
+    "iDSPN (momentum 0.5)",
+    "DSPN (momentum 0.5)",
+)
 
 
 def table7_plan(budget: str) -> list[RunPlan]:
@@ -202,9 +235,13 @@ def table7_plan(budget: str) -> list[RunPlan]:
 _TABLE7_PAPER = {
     **_cells("idspn-mean", (92.0, 1.3), (88.5, 1.5), (79.9, 1.2), (55.9, 3.0), (22.2, 2.5), (5.2, 1.0), per_image=True),
     **_cells("idspn-sum", (97.4, 1.1), (96.1, 1.3), (94.2, 1.6), (85.8, 2.2), (49.4, 2.8), (12.7, 1.1), per_image=True),
-    **_cells("idspn-fspool", (98.8, 0.5), (98.5, 0.6), (98.2, 0.6), (95.8, 0.7), (76.9, 2.5), (32.3, 3.9), per_image=True),
+    **_cells(
+        "idspn-fspool", (98.8, 0.5), (98.5, 0.6), (98.2, 0.6), (95.8, 0.7), (76.9, 2.5), (32.3, 3.9), per_image=True
+    ),
     **_cells("dspn-m0.9", (66.6, 6.0), (51.9, 9.7), (29.9, 10.8), (7.8, 5.0), (1.4, 1.0), (0.0, 0.0), per_image=True),
-    **_cells("idspn-m0.5", (98.4, 0.4), (98.0, 0.5), (97.8, 0.6), (93.8, 1.1), (61.3, 3.7), (17.3, 2.6), per_image=True),
+    **_cells(
+        "idspn-m0.5", (98.4, 0.4), (98.0, 0.5), (97.8, 0.6), (93.8, 1.1), (61.3, 3.7), (17.3, 2.6), per_image=True
+    ),
     **_cells("dspn-m0.5", (98.6, 0.8), (98.0, 0.7), (97.1, 1.1), (85.3, 2.3), (34.8, 4.2), (6.1, 1.2), per_image=True),
 }
 
@@ -216,7 +253,7 @@ TABLE7 = Reproduction(
         metric="ap",
         rows=tuple(
             TableRow(row, label, (_POOLING_LABEL[pooling], f"{momentum}"), section)
-            for (row, name, pooling, momentum, section), label in zip(_TABLE7_ROWS, _TABLE7_LABELS)
+            for (row, name, pooling, momentum, section), label in zip(_TABLE7_ROWS, _TABLE7_LABELS, strict=True)
         ),
         columns=_COLUMNS,
         paper=_TABLE7_PAPER,

@@ -31,13 +31,21 @@ import torch
 from torch import Tensor, nn
 
 from idspn import hungarian_loss
+from idspn.metrics import attribute_accuracy, image_average_precision, set_average_precision
 from idspn_experiments.clevr.config import ClevrConfig
 from idspn_experiments.clevr.data import build_data
+from idspn_experiments.clevr.layout import (
+    AP_THRESHOLDS,
+    ATTRIBUTES,
+    LAYOUT,
+    MAX_OBJECTS,
+    SET_DIM,
+    from_range,
+    targets_to_range,
+)
 from idspn_experiments.clevr.models import ClevrIDSPN
-from idspn_experiments.clevr.layout import AP_THRESHOLDS, ATTRIBUTES, LAYOUT, MAX_OBJECTS, SET_DIM, from_range, targets_to_range
 from idspn_experiments.clevr.slot_attention import SlotAttentionPredictor, SlotMLPPredictor
 from idspn_experiments.engine.spec import Experiment, ModelEntry
-from idspn.metrics import attribute_accuracy, image_average_precision, set_average_precision
 
 __all__ = [
     "CLEVR_MODELS",
@@ -79,15 +87,22 @@ def _build_idspn(cfg: ClevrConfig, backward: str) -> nn.Module:
 def _build_slot_attention(cfg: ClevrConfig) -> nn.Module:
     m = cfg.model
     return SlotAttentionPredictor(
-        cfg.data.image_size, MAX_OBJECTS, SET_DIM, m.coord_range, m.encoder_channels, m.slot_dim, m.slot_iters,
+        cfg.data.image_size,
+        MAX_OBJECTS,
+        SET_DIM,
+        m.coord_range,
+        m.encoder_channels,
+        m.slot_dim,
+        m.slot_iters,
         m.slot_hidden_dim,
     )
 
 
 def _build_slot_mlp(cfg: ClevrConfig) -> nn.Module:
     m = cfg.model
-    return SlotMLPPredictor(cfg.data.image_size, MAX_OBJECTS, SET_DIM, m.coord_range, m.encoder_channels, m.slot_dim,
-                            m.mlp_pool)
+    return SlotMLPPredictor(
+        cfg.data.image_size, MAX_OBJECTS, SET_DIM, m.coord_range, m.encoder_channels, m.slot_dim, m.mlp_pool
+    )
 
 
 CLEVR_MODELS: dict[str, ModelEntry] = {
@@ -120,8 +135,9 @@ ACCURACY_METRICS: tuple[str, ...] = tuple(accuracy_metric_name(k) for k in ("cou
 def build_model(cfg: ClevrConfig) -> nn.Module:
     """The model named by ``cfg.model.name``; ValueError for options it cannot honour."""
     if cfg.model.supervise_all_iters and cfg.model.name != "slot_attention":
-        raise ValueError(f"config key 'model.supervise_all_iters': true needs model.name='slot_attention', "
-                         f"got {cfg.model.name!r}")
+        raise ValueError(
+            f"config key 'model.supervise_all_iters': true needs model.name='slot_attention', got {cfg.model.name!r}"
+        )
     return CLEVR_MODELS[cfg.model.name].build(cfg)
 
 
@@ -151,8 +167,9 @@ def predict(model: nn.Module, images: Tensor, cfg: ClevrConfig, iters: int | Non
         images: ``(B, 3, S, S)``.
         iters: inner steps for iDSPN/DSPN (default ``inner_steps(cfg, None)``); ignored by the baselines.
     """
-    return from_range(_in_range(model, images, cfg, inner_steps(cfg, None) if iters is None else iters),
-                      cfg.model.coord_range)
+    return from_range(
+        _in_range(model, images, cfg, inner_steps(cfg, None) if iters is None else iters), cfg.model.coord_range
+    )
 
 
 def clevr_loss(model: nn.Module, batch: list[Tensor], cfg: ClevrConfig, iters: int) -> tuple[Tensor, dict[str, float]]:

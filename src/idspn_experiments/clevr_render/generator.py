@@ -197,9 +197,7 @@ class Camera:
         tan_y = tan_x * IMAGE_HEIGHT / IMAGE_WIDTH
         x = 0.5 + 0.5 * local[:, 0] / (depth * tan_x)  # 0 at the left edge, 1 at the right
         y = 0.5 + 0.5 * local[:, 1] / (depth * tan_y)  # 0 at the bottom edge, 1 at the top
-        return np.stack(
-            [np.rint(x * IMAGE_WIDTH), np.rint(IMAGE_HEIGHT - y * IMAGE_HEIGHT), depth], axis=1
-        )
+        return np.stack([np.rint(x * IMAGE_WIDTH), np.rint(IMAGE_HEIGHT - y * IMAGE_HEIGHT), depth], axis=1)
 
     def rays(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Unit view directions through image points.
@@ -406,9 +404,7 @@ def _trace(solids: _Solids, origin: np.ndarray, d: np.ndarray) -> tuple[np.ndarr
     return t, hit
 
 
-def _in_shadow_box(
-    points: np.ndarray, centre: np.ndarray, size: float, light: np.ndarray, radius: float
-) -> np.ndarray:
+def _in_shadow_box(points: np.ndarray, centre: np.ndarray, size: float, light: np.ndarray, radius: float) -> np.ndarray:
     """Whether points ``# (3, R)`` lie in the ground-plane box that holds the shadow (penumbra
     included) of a sphere of radius ``size`` at ``centre`` under a light of radius ``radius``:
     the box around the sphere and the end of its shadow, the top of the sphere projected from the
@@ -422,9 +418,7 @@ def _in_shadow_box(
     return inside_x & (points[1] > low[1]) & (points[1] < high[1])
 
 
-def _soft_shadow(
-    solids: _Solids, light: np.ndarray, radius: float, points: np.ndarray, hit: np.ndarray
-) -> np.ndarray:
+def _soft_shadow(solids: _Solids, light: np.ndarray, radius: float, points: np.ndarray, hit: np.ndarray) -> np.ndarray:
     """Fraction of a disc-shaped area light that points see, every object taken as a sphere.
 
     Seen from a point, the rays to the light form a cone whose cross-section at an occluder's
@@ -492,9 +486,7 @@ def _traced_shadow(
     targets = light + radius * (_LIGHT_DISC[:, :1] * u + _LIGHT_DISC[:, 1:] * v)  # (S, 3)
     blocked = np.zeros((len(targets), points.shape[1]), dtype=bool)
     for k in range(len(solids)):
-        near = np.flatnonzero(
-            _in_shadow_box(points, solids.centre[k], solids.bound[k], light, radius) & (hit != k)
-        )
+        near = np.flatnonzero(_in_shadow_box(points, solids.centre[k], solids.bound[k], light, radius) & (hit != k))
         if near.size == 0:
             continue
         p = points[:, near]
@@ -508,9 +500,7 @@ def _traced_shadow(
     return 1.0 - blocked.mean(axis=0, dtype=np.float32)
 
 
-def _shadow(
-    solids: _Solids, light: np.ndarray, radius: float, points: np.ndarray, hit: np.ndarray
-) -> np.ndarray:
+def _shadow(solids: _Solids, light: np.ndarray, radius: float, points: np.ndarray, hit: np.ndarray) -> np.ndarray:
     """Visible fraction ``# (R,)`` of a light: analytic on the ground, traced on objects."""
     visible = np.ones(points.shape[1], dtype=np.float32)
     ground = np.flatnonzero(hit < 0)
@@ -563,15 +553,15 @@ def _direct_light(
     for name, position, intensity in _light_sources(lights):
         to_light = position[:, None].astype(np.float32) - points
         distance = np.sqrt(_dot(to_light, to_light))
-        l = to_light / distance
-        weight = np.maximum(_dot(normals, l), 0.0) / distance**_FALLOFF  # (R,)
+        direction = to_light / distance
+        weight = np.maximum(_dot(normals, direction), 0.0) / distance**_FALLOFF  # (R,)
         if hit is not None and len(solids):
             lit = np.flatnonzero(weight > 0)
             weight[lit] *= _shadow(solids, position, _LIGHT_RADIUS[name], points[:, lit], hit[lit])
         irradiance = weight * intensity[:, None].astype(np.float32)  # (3, R)
         diffuse += irradiance
         if glossy.size:
-            half = _normalised(l[:, glossy] + view[:, glossy])
+            half = _normalised(direction[:, glossy] + view[:, glossy])
             n_dot_h = np.clip(_dot(normals[:, glossy], half), 0.0, 1.0)
             lobe = (exponent + 8.0) / 8.0 * n_dot_h**exponent
             specular[:, glossy] += irradiance[:, glossy] * lobe
@@ -854,9 +844,7 @@ def _draw_objects(
             return objects
 
 
-def _relationships(
-    objects: list[Mapping[str, Any]], directions: dict[str, list[float]]
-) -> dict[str, list[list[int]]]:
+def _relationships(objects: list[Mapping[str, Any]], directions: dict[str, list[float]]) -> dict[str, list[list[int]]]:
     """CLEVR's spatial relations: ``j`` is in ``relationships[name][i]`` when object ``j`` lies
     more than ``RELATION_EPS`` further than object ``i`` along direction ``name``."""
     coords = np.array([o["3d_coords"] for o in objects], dtype=np.float64).reshape(-1, 3)
@@ -900,16 +888,14 @@ def sample_scene(
             break
     else:
         raise RuntimeError(
-            f"no placement of {num_objects} objects left each {MIN_PIXELS} visible pixels after "
-            f"{_MAX_REDRAWS} draws"
+            f"no placement of {num_objects} objects left each {MIN_PIXELS} visible pixels after {_MAX_REDRAWS} draws"
         )
     pixel_coords = camera.project(np.array([o["3d_coords"] for o in objects]))
     for obj, (px, py, depth) in zip(objects, pixel_coords, strict=True):
         obj["pixel_coords"] = [int(px), int(py), float(depth)]
     # Key order of the official files.
     objects = [
-        {key: obj[key] for key in ("shape", "size", "material", "3d_coords", "rotation",
-                                   "pixel_coords", "color")}
+        {key: obj[key] for key in ("shape", "size", "material", "3d_coords", "rotation", "pixel_coords", "color")}
         for obj in objects
     ]
     scene = {
@@ -982,9 +968,9 @@ def generate(
     file is written under a temporary name and moved into place, and a split's scenes file is
     written once all its images are. An interrupted call resumes: ``images/{split}/.generator.json``
     records the seed and renderer version of the split's images; while it matches, images already
-    there are kept (their scenes are drawn again: `idspn data clevr-synth` took 3.5 min for 4,000
-    kept scenes against 33 min for 8,000 rendered ones) and only missing ones are rendered. If it names another seed or renderer, the split's images are deleted first; images
-    with no such record (e.g. real CLEVR) are never touched: ValueError. A split's scenes file is
+    there are kept (their scenes are drawn again, which costs a small part of rendering) and only
+    missing ones are rendered. If it names another seed or renderer, the split's images are deleted
+    first; images with no such record (e.g. real CLEVR) are never touched: ValueError. A split's scenes file is
     removed when its generation starts, so an interrupted run never pairs old scenes with new images.
 
     Args:
@@ -1017,8 +1003,6 @@ def generate(
             results: Iterator[dict[str, Any]] = (
                 pool.imap(_make_image, jobs, chunksize=4) if pool else map(_make_image, jobs)
             )
-            scenes = list(
-                tqdm(results, total=count, desc=f"CLEVR {split}", unit="img", disable=not progress)
-            )
+            scenes = list(tqdm(results, total=count, desc=f"CLEVR {split}", unit="img", disable=not progress))
             info = {"date": "", "version": "1.0", "split": split, "license": LICENSE}
             atomic_write_text(scenes_path, json.dumps({"info": info, "scenes": scenes}))  # compact, as CLEVR's

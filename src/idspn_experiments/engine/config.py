@@ -347,7 +347,7 @@ def apply_overrides(cfg: C, overrides: list[str] | tuple[str, ...]) -> C:
             tp = known[part]
             if depth < len(parts) - 1:
                 if not dataclasses.is_dataclass(tp):
-                    raise ValueError(f"unknown config key '{key}' ('{'.'.join(parts[:depth + 1])}' has no fields)")
+                    raise ValueError(f"unknown config key '{key}' ('{'.'.join(parts[: depth + 1])}' has no fields)")
                 target = getattr(target, part)
             else:
                 if dataclasses.is_dataclass(tp):

@@ -33,10 +33,10 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,9 +54,9 @@ from idspn_experiments.engine.checkpoint import (
     save_checkpoint,
     seed_everything,
 )
-from idspn_experiments.engine.io import atomic_write_json, atomic_write_text, exclusive_lock, remove_temporaries
 from idspn_experiments.engine.config import ExperimentConfig, check_config, config_diff, config_to_dict
 from idspn_experiments.engine.distributed import DistContext, init_distributed
+from idspn_experiments.engine.io import atomic_write_json, atomic_write_text, exclusive_lock, remove_temporaries
 from idspn_experiments.engine.spec import Batch, DataSplits, Experiment
 
 __all__ = [
@@ -288,14 +288,21 @@ def load_run_result(run_dir: str | Path) -> RunResult | None:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as err:
-        raise ValueError(f"run result {str(path)!r} is not valid JSON ({err}); remove it to train the run again") from None
+        raise ValueError(
+            f"run result {str(path)!r} is not valid JSON ({err}); remove it to train the run again"
+        ) from None
     expected = {f.name for f in dataclasses.fields(RunResult)}
-    required = {f.name for f in dataclasses.fields(RunResult) if f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING}
+    required = {
+        f.name
+        for f in dataclasses.fields(RunResult)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
     if not isinstance(data, dict) or not required <= set(data) or not set(data) <= expected:
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"run result {str(path)!r} does not hold a run result (fields {found}; expected "
-                         f"{sorted(required)}); remove it to train the run again")
+        raise ValueError(
+            f"run result {str(path)!r} does not hold a run result (fields {found}; expected "
+            f"{sorted(required)}); remove it to train the run again"
+        )
     return RunResult(**data)
 
 
@@ -343,8 +350,10 @@ class _MetricLog:
             records = [r for r in _read_records(self.jsonl, self.notify) if r["step"] <= keep_until]
             logged = max((r["step"] for r in records if r["split"] == "train"), default=0)
             if logged < keep_until:
-                self.notify(f"{self.jsonl} holds no training records of steps {logged + 1}-{keep_until} (deleted or "
-                            f"lost); the run resumes from its checkpoint at step {keep_until} without them")
+                self.notify(
+                    f"{self.jsonl} holds no training records of steps {logged + 1}-{keep_until} (deleted or "
+                    f"lost); the run resumes from its checkpoint at step {keep_until} without them"
+                )
         atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in records))
         buffer = io.StringIO()
         writer = csv.writer(buffer)
@@ -472,7 +481,9 @@ def _fit(
     started = time.perf_counter()
     t = cfg.train
     if t.batch_size % ctx.world_size:
-        raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the number of processes {ctx.world_size}")
+        raise ValueError(
+            f"train.batch_size={t.batch_size} must be divisible by the number of processes {ctx.world_size}"
+        )
     cfg_dict = config_to_dict(cfg)
     log = _MetricLog(run_dir, enabled=ctx.is_main, notify=notify if ctx.is_main else lambda message: None)
 
@@ -523,7 +534,9 @@ def _fit(
         gathered = ctx.gather((capture_rng_state(), checksum))
         rng_states = [state for state, _ in gathered]
         if len({c for _, c in gathered}) > 1:
-            raise RuntimeError(f"data-parallel replicas diverged at step {step}: parameter sums {[c for _, c in gathered]}")
+            raise RuntimeError(
+                f"data-parallel replicas diverged at step {step}: parameter sums {[c for _, c in gathered]}"
+            )
         if ctx.is_main:
             save_checkpoint(
                 last_path,
@@ -585,8 +598,10 @@ def _fit(
             log.write(step, "val", val)
             if select is not None:
                 if select not in val:
-                    raise ValueError(f"config key 'train.select_metric': {select!r} is not among the validation "
-                                     f"metrics {sorted(val)}")
+                    raise ValueError(
+                        f"config key 'train.select_metric': {select!r} is not among the validation "
+                        f"metrics {sorted(val)}"
+                    )
                 if _is_better(val[select], best_value, t.select_mode):
                     best_step, best_value, best_val = step, val[select], val
                     save_best(val)

@@ -11,7 +11,9 @@ from idspn_experiments.engine.config import Below, ExperimentConfig, PositiveFlo
 
 __all__ = ["NumberingDataConfig", "NumberingModelConfig", "NumberingConfig", "MODEL_NAMES"]
 
-ModelName = Literal["deepsets", "transformer_no_pe", "transformer_random_pe", "transformer_pe", "bilstm", "dspn", "idspn"]
+ModelName = Literal[
+    "deepsets", "transformer_no_pe", "transformer_random_pe", "transformer_pe", "bilstm", "dspn", "idspn"
+]
 MODEL_NAMES: tuple[str, ...] = typing.get_args(ModelName)
 
 
@@ -32,14 +34,18 @@ class NumberingModelConfig:
     """The model (Appendix F.1 "Models"); fields a model does not use are ignored by it."""
 
     name: ModelName = "idspn"  # which model (see numbering/models.py)
-    hidden_dim: PositiveInt = 256  # width of every model (256 for DSPN/iDSPN/DeepSets, 64 for the others, x2 for 8 classes)
+    hidden_dim: PositiveInt = (
+        256  # width of every model (256 for DSPN/iDSPN/DeepSets, 64 for the others, x2 for 8 classes)
+    )
     latent_dim: PositiveInt = 256  # DSPN/iDSPN: size of z (equal to hidden_dim in the paper)
     iters: PositiveInt = 20  # DSPN/iDSPN: inner gradient steps
     lr: PositiveFloat = 1.0  # DSPN/iDSPN: inner learning rate
     momentum: Annotated[float, Below(1)] = 0.9  # DSPN/iDSPN: Nesterov momentum of the inner loop (0.9 iDSPN, 0 DSPN)
     grad_clip: PositiveFloat | None = 40.0  # DSPN/iDSPN: clip each example's inner gradient to this norm (None: off)
     init_std: PositiveFloat = 0.1  # DSPN/iDSPN: std of the fresh random initial set drawn at every forward
-    project_init: bool = True  # DSPN/iDSPN: project the initial set onto the simplex before the first step (original code)
+    project_init: bool = (
+        True  # DSPN/iDSPN: project the initial set onto the simplex before the first step (original code)
+    )
     fspool_init: Literal["fan_out", "normal"] = "fan_out"  # FSPool tables: N(0, 1/N) as the original code, or N(0, 1)
     compile: bool = False  # DSPN/iDSPN: torch.compile one inner step (IDSPN(compile=True))
     heads: PositiveInt = 8  # transformers: attention heads

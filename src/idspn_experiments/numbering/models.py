@@ -22,7 +22,7 @@ Widths, heads and layer counts follow the original experiment scripts (REFERENCE
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -98,7 +98,9 @@ class NumberingTransformer(nn.Module):
 
     POSITIONS = ("none", "sinusoidal", "random")
 
-    def __init__(self, classes: int, hidden_dim: int, set_size: int, position: str, heads: int = 8, layers: int = 2) -> None:
+    def __init__(
+        self, classes: int, hidden_dim: int, set_size: int, position: str, heads: int = 8, layers: int = 2
+    ) -> None:
         super().__init__()
         if position not in self.POSITIONS:
             raise ValueError(f"position must be one of {self.POSITIONS}, got {position!r}")
@@ -187,8 +189,9 @@ class NumberingDSPN(nn.Module):
     ) -> None:
         super().__init__()
         self.input_encoder = FSEncoder(classes, hidden_dim, latent_dim, set_size=set_size, fspool_init=fspool_init)
-        inner_encoder = FSEncoder(classes + set_size, hidden_dim, latent_dim, set_size=set_size,
-                                  fspool_init=fspool_init)  # sees cat(x, Y)
+        inner_encoder = FSEncoder(
+            classes + set_size, hidden_dim, latent_dim, set_size=set_size, fspool_init=fspool_init
+        )  # sees cat(x, Y)
         self.decoder = IDSPN(
             inner_encoder,
             set_size=set_size,
@@ -233,9 +236,19 @@ def _dspn(backward: str) -> Callable[[NumberingConfig], nn.Module]:
     def build(cfg: NumberingConfig) -> nn.Module:
         m, d = cfg.model, cfg.data
         return NumberingDSPN(
-            d.classes, d.set_size, m.hidden_dim, m.latent_dim, backward, iters=m.iters, lr=m.lr,
-            momentum=m.momentum, grad_clip=m.grad_clip, init_std=m.init_std, project_init=m.project_init,
-            fspool_init=m.fspool_init, compile=m.compile,
+            d.classes,
+            d.set_size,
+            m.hidden_dim,
+            m.latent_dim,
+            backward,
+            iters=m.iters,
+            lr=m.lr,
+            momentum=m.momentum,
+            grad_clip=m.grad_clip,
+            init_std=m.init_std,
+            project_init=m.project_init,
+            fspool_init=m.fspool_init,
+            compile=m.compile,
         )
 
     return build
@@ -244,20 +257,50 @@ def _dspn(backward: str) -> Callable[[NumberingConfig], nn.Module]:
 # Every model of Tables 2 and 4: its label, how to build it, its pairwise loss (MSE on the simplex
 # for DSPN/iDSPN, cross-entropy on logits otherwise) and the equivariance the paper states.
 NUMBERING_MODELS: dict[str, ModelEntry] = {
-    "deepsets": ModelEntry("DeepSets", lambda cfg: DeepSets(cfg.data.classes, cfg.model.hidden_dim, cfg.data.set_size),
-                           pairwise="cross_entropy", set_equivariant=True, multiset_equivariant=True),
-    "transformer_no_pe": ModelEntry("Transformer without PE", _transformer("none"), pairwise="cross_entropy",
-                                    set_equivariant=True, multiset_equivariant=True),
-    "transformer_random_pe": ModelEntry("Transformer with random PE", _transformer("random"), pairwise="cross_entropy",
-                                        set_equivariant=False, multiset_equivariant=False),
-    "transformer_pe": ModelEntry("Transformer with PE", _transformer("sinusoidal"), pairwise="cross_entropy",
-                                 set_equivariant=False, multiset_equivariant=False),
-    "bilstm": ModelEntry(
-        "BiLSTM", lambda cfg: BiLSTM(cfg.data.classes, cfg.model.hidden_dim, cfg.data.set_size, layers=cfg.model.layers),
-        pairwise="cross_entropy", set_equivariant=False, multiset_equivariant=False,
+    "deepsets": ModelEntry(
+        "DeepSets",
+        lambda cfg: DeepSets(cfg.data.classes, cfg.model.hidden_dim, cfg.data.set_size),
+        pairwise="cross_entropy",
+        set_equivariant=True,
+        multiset_equivariant=True,
     ),
-    "dspn": ModelEntry("DSPN", _dspn("unroll"), inner_loop=True, pairwise="mse", set_equivariant=False,
-                       multiset_equivariant=True),
-    "idspn": ModelEntry("iDSPN (ours)", _dspn("approx"), inner_loop=True, pairwise="mse", set_equivariant=False,
-                        multiset_equivariant=True),
+    "transformer_no_pe": ModelEntry(
+        "Transformer without PE",
+        _transformer("none"),
+        pairwise="cross_entropy",
+        set_equivariant=True,
+        multiset_equivariant=True,
+    ),
+    "transformer_random_pe": ModelEntry(
+        "Transformer with random PE",
+        _transformer("random"),
+        pairwise="cross_entropy",
+        set_equivariant=False,
+        multiset_equivariant=False,
+    ),
+    "transformer_pe": ModelEntry(
+        "Transformer with PE",
+        _transformer("sinusoidal"),
+        pairwise="cross_entropy",
+        set_equivariant=False,
+        multiset_equivariant=False,
+    ),
+    "bilstm": ModelEntry(
+        "BiLSTM",
+        lambda cfg: BiLSTM(cfg.data.classes, cfg.model.hidden_dim, cfg.data.set_size, layers=cfg.model.layers),
+        pairwise="cross_entropy",
+        set_equivariant=False,
+        multiset_equivariant=False,
+    ),
+    "dspn": ModelEntry(
+        "DSPN", _dspn("unroll"), inner_loop=True, pairwise="mse", set_equivariant=False, multiset_equivariant=True
+    ),
+    "idspn": ModelEntry(
+        "iDSPN (ours)",
+        _dspn("approx"),
+        inner_loop=True,
+        pairwise="mse",
+        set_equivariant=False,
+        multiset_equivariant=True,
+    ),
 }

@@ -10,8 +10,8 @@ every 500 steps at batch size 128 for all three sizes.
 
 from __future__ import annotations
 
-from idspn_experiments.numbering.task import NUMBERING
 from idspn_experiments.numbering.models import NUMBERING_MODELS
+from idspn_experiments.numbering.task import NUMBERING
 from idspn_experiments.runs.plan import Reproduction, RunPlan
 from idspn_experiments.runs.results import PaperCell, ResultsTable, TableColumn, TableRow
 
@@ -75,7 +75,7 @@ def _marks(model: str) -> tuple[str, str]:
 
 
 def _cells(row: str, *published: tuple[float, float | None], digits: int = 1) -> dict[tuple[str, str], PaperCell]:
-    return {(row, col.key): PaperCell(mean, std, digits) for col, (mean, std) in zip(_COLUMNS, published)}
+    return {(row, col.key): PaperCell(mean, std, digits) for col, (mean, std) in zip(_COLUMNS, published, strict=True)}
 
 
 # --- Table 2 ----------------------------------------------------------------------------------
@@ -110,9 +110,11 @@ TABLE2 = Reproduction(
 # --- Table 4 ----------------------------------------------------------------------------------
 
 _DA_LABEL = {m: NUMBERING_MODELS[m].label + " + DA" for m in _DA_ROWS}
-_TABLE4_ROWS4 = [(f"c4/{m}", m, 4, False) for m in _BASE_ROWS[:5]] + [(f"c4/{m}-da", m, 4, True) for m in _DA_ROWS] + [
-    (f"c4/{m}", m, 4, False) for m in ("dspn", "idspn")
-]
+_TABLE4_ROWS4 = (
+    [(f"c4/{m}", m, 4, False) for m in _BASE_ROWS[:5]]
+    + [(f"c4/{m}-da", m, 4, True) for m in _DA_ROWS]
+    + [(f"c4/{m}", m, 4, False) for m in ("dspn", "idspn")]
+)
 _TABLE4_ROWS8 = [(f"c8/{m}-da", m, 8, True) for m in _DA_ROWS] + [(f"c8/{m}", m, 8, False) for m in ("dspn", "idspn")]
 
 
@@ -137,7 +139,8 @@ TABLE4 = Reproduction(
     name="numbering-extended",
     experiment=NUMBERING,
     table=ResultsTable(
-        title="Table 4: class-specific numbering with data augmentation (DA) and 8 classes, sample-level test accuracy (%)",
+        title="Table 4: class-specific numbering with data augmentation (DA) and 8 classes, "
+        "sample-level test accuracy (%)",
         metric="accuracy",
         rows=tuple(_table4_row(*r) for r in _TABLE4_ROWS4 + _TABLE4_ROWS8),
         columns=_COLUMNS,

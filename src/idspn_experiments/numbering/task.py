@@ -19,10 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from idspn import hungarian_loss
+from idspn_experiments.engine.spec import DataSplits, Experiment
 from idspn_experiments.numbering.config import NumberingConfig
 from idspn_experiments.numbering.data import NumberingDataset, one_hot_batch, permute_elements
 from idspn_experiments.numbering.models import NUMBERING_MODELS
-from idspn_experiments.engine.spec import DataSplits, Experiment
 
 __all__ = ["NUMBERING", "build_data", "build_model", "numbering_loss", "numbering_eval_step", "sample_correct"]
 
@@ -47,8 +47,9 @@ def _predict(model: nn.Module, inputs: Tensor, cfg: NumberingConfig, iters: int)
     return model(inputs, iters=iters) if NUMBERING_MODELS[cfg.model.name].inner_loop else model(inputs)
 
 
-def numbering_loss(model: nn.Module, batch: dict[str, Tensor], cfg: NumberingConfig, iters: int
-                   ) -> tuple[Tensor, dict[str, float]]:
+def numbering_loss(
+    model: nn.Module, batch: dict[str, Tensor], cfg: NumberingConfig, iters: int
+) -> tuple[Tensor, dict[str, float]]:
     """Class-restricted Hungarian loss of one batch (with random-permutation augmentation if enabled)."""
     if cfg.data.augment:
         batch = permute_elements(batch)
@@ -85,8 +86,9 @@ def sample_correct(pred_ids: Tensor, target_ids: Tensor, labels: Tensor, classes
     return correct, element_accuracy
 
 
-def numbering_eval_step(model: nn.Module, batch: dict[str, Tensor], cfg: NumberingConfig, iters: int
-                        ) -> dict[str, Tensor]:
+def numbering_eval_step(
+    model: nn.Module, batch: dict[str, Tensor], cfg: NumberingConfig, iters: int
+) -> dict[str, Tensor]:
     """Per-example ``accuracy`` (0/1), ``element_accuracy`` and the batch's ``loss``."""
     inputs, targets, labels = one_hot_batch(batch, cfg.data.classes)
     pred = _predict(model, inputs, cfg, iters)  # (B, N, N)

@@ -50,8 +50,15 @@ from idspn_experiments.engine.train import RunInUse, RunResult, fit, load_run_re
 from idspn_experiments.runs.plan import PlannedRun, Reproduction, finished_run, plan_runs, run_record
 from idspn_experiments.runs.results import RunRecord, format_duration, write_results
 
-__all__ = ["EXECUTORS", "RunTask", "RunOutcome", "execute_run", "run_reproduction", "worker_threads",
-           "parse_slurm_options"]
+__all__ = [
+    "EXECUTORS",
+    "RunTask",
+    "RunOutcome",
+    "execute_run",
+    "run_reproduction",
+    "worker_threads",
+    "parse_slurm_options",
+]
 
 EXECUTORS = ("local", "slurm")
 
@@ -163,8 +170,9 @@ def _run_in_process(pending: list[PlannedRun], tasks: dict[str, RunTask], on_out
 
 def _run_pool(pending: list[PlannedRun], tasks: dict[str, RunTask], workers: int, on_outcome: OnOutcome) -> None:
     context = mp.get_context("spawn")  # fresh interpreters: no inherited torch thread pools or locks
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                             initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)
+    ) as pool:
         futures = {pool.submit(execute_run, tasks[run.id]): run for run in pending}
         for future in as_completed(futures):
             try:
@@ -204,9 +212,16 @@ def parse_slurm_options(options: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _run_slurm(pending: list[PlannedRun], tasks: dict[str, RunTask], out_dir: Path, workers: int,
-               options: dict[str, Any], on_outcome: OnOutcome, log: Callable[[str], None],
-               poll_s: float = 10.0) -> None:
+def _run_slurm(
+    pending: list[PlannedRun],
+    tasks: dict[str, RunTask],
+    out_dir: Path,
+    workers: int,
+    options: dict[str, Any],
+    on_outcome: OnOutcome,
+    log: Callable[[str], None],
+    poll_s: float = 10.0,
+) -> None:
     try:
         import submitit
     except ImportError:
@@ -219,9 +234,11 @@ def _run_slurm(pending: list[PlannedRun], tasks: dict[str, RunTask], out_dir: Pa
     executor.update_parameters(**options)
     job_tasks = [replace(tasks[run.id], threads=int(options["cpus_per_task"])) for run in pending]
     jobs = executor.map_array(execute_run, job_tasks)
-    log(f"submitted {len(jobs)} runs to {executor.cluster} (at most {options['slurm_array_parallelism']} at once); "
-        f"job logs in {out_dir / 'slurm'}. Stopping this command leaves the jobs running: run it again to collect.")
-    waiting = dict(zip(jobs, pending))
+    log(
+        f"submitted {len(jobs)} runs to {executor.cluster} (at most {options['slurm_array_parallelism']} at once); "
+        f"job logs in {out_dir / 'slurm'}. Stopping this command leaves the jobs running: run it again to collect."
+    )
+    waiting = dict(zip(jobs, pending, strict=True))
     while waiting:
         for job in [j for j in waiting if j.done()]:
             run = waiting.pop(job)
@@ -244,8 +261,15 @@ class _Progress:
     it is guessed from the recorded wall times of runs finished earlier, times the parallelism.
     """
 
-    def __init__(self, total: int, done: int, pending: list[PlannedRun], parallel: int, earlier_cost: float,
-                 earlier_wall_s: float) -> None:
+    def __init__(
+        self,
+        total: int,
+        done: int,
+        pending: list[PlannedRun],
+        parallel: int,
+        earlier_cost: float,
+        earlier_wall_s: float,
+    ) -> None:
         self.total, self.done = total, done
         self.cost_left = sum(r.cost for r in pending)
         self.in_flight = len(pending)
@@ -263,22 +287,39 @@ class _Progress:
         elapsed = time.perf_counter() - self.started
         rate = self.cost_done / elapsed if self.cost_done > 0 else self.guess
         running = min(self.parallel, self.in_flight)
-        left = "done" if self.in_flight == 0 else (
-            f"~{format_duration(self.cost_left / rate)} left" if rate else "time left unknown yet")
+        left = (
+            "done"
+            if self.in_flight == 0
+            else (f"~{format_duration(self.cost_left / rate)} left" if rate else "time left unknown yet")
+        )
         return f"{self.done}/{self.total} done, {running} running, {left}"
 
 
 # --- the runner ---------------------------------------------------------------------------------
 
 
-def _write_manifest(out_dir: Path, reproduction: Reproduction, budget: str, runs: Sequence[PlannedRun],
-                    status: dict[str, str]) -> None:
-    atomic_write_json(out_dir / "manifest.json", {
-        "reproduction": reproduction.name,
-        "budget": budget,
-        "runs": [{"id": r.id, "row": r.row, "column": r.column, "seed": r.seed, "config_hash": r.config_hash,
-                  "cost": r.cost, "status": status.get(r.id, "missing")} for r in runs],
-    })
+def _write_manifest(
+    out_dir: Path, reproduction: Reproduction, budget: str, runs: Sequence[PlannedRun], status: dict[str, str]
+) -> None:
+    atomic_write_json(
+        out_dir / "manifest.json",
+        {
+            "reproduction": reproduction.name,
+            "budget": budget,
+            "runs": [
+                {
+                    "id": r.id,
+                    "row": r.row,
+                    "column": r.column,
+                    "seed": r.seed,
+                    "config_hash": r.config_hash,
+                    "cost": r.cost,
+                    "status": status.get(r.id, "missing"),
+                }
+                for r in runs
+            ],
+        },
+    )
 
 
 def _finished_records(out_dir: Path, runs: Sequence[PlannedRun], budget: str) -> dict[str, RunRecord]:
@@ -296,8 +337,12 @@ def _is_distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def _run_distributed(runs: Sequence[PlannedRun], tasks: dict[str, RunTask], progress: bool,
-                     on_outcome: Callable[[PlannedRun, RunOutcome], None]) -> None:
+def _run_distributed(
+    runs: Sequence[PlannedRun],
+    tasks: dict[str, RunTask],
+    progress: bool,
+    on_outcome: Callable[[PlannedRun, RunOutcome], None],
+) -> None:
     """Under torchrun: every process trains every run together (rank 0 writes)."""
     from idspn_experiments.registry import get_experiment
 
@@ -305,8 +350,13 @@ def _run_distributed(runs: Sequence[PlannedRun], tasks: dict[str, RunTask], prog
         task = tasks[run.id]
         experiment = get_experiment(task.experiment)
         started = time.perf_counter()
-        result = fit(experiment, config_from_dict(experiment.config_type, task.config), Path(task.run_dir),
-                     resume=True, progress=progress)
+        result = fit(
+            experiment,
+            config_from_dict(experiment.config_type, task.config),
+            Path(task.run_dir),
+            resume=True,
+            progress=progress,
+        )
         assert result is not None
         on_outcome(run, RunOutcome("finished", result.to_dict(), 0, time.perf_counter() - started))
 
@@ -357,8 +407,9 @@ def run_reproduction(
         raise ValueError("SLURM options (--slurm) need executor='slurm' (--executor slurm)")
     distributed = _is_distributed()
     if distributed and (workers > 1 or executor != "local"):
-        raise ValueError("under torchrun the runs train one after the other in the torchrun processes; "
-                         "drop --workers and --executor")
+        raise ValueError(
+            "under torchrun the runs train one after the other in the torchrun processes; drop --workers and --executor"
+        )
     runs = plan_runs(reproduction, budget, seeds, rows)
     seeds = tuple(reproduction.seeds[budget] if seeds is None else seeds)
     out_dir = writable_folder(out_dir, "--out")
@@ -386,10 +437,13 @@ def run_reproduction(
                 reproduction.report(out_dir, ordered, budget, seeds)
 
     publish()
-    log(f"{reproduction.name} ({budget}): {len(runs)} runs, {len(records)} finished earlier, {len(pending)} to run"
-        + ("" if not pending else f" ({executor}, {workers} at once)"))
-    tracker = _Progress(len(runs), len(records), pending, min(workers, max(1, len(pending))), earlier_cost,
-                        earlier_wall)
+    log(
+        f"{reproduction.name} ({budget}): {len(runs)} runs, {len(records)} finished earlier, {len(pending)} to run"
+        + ("" if not pending else f" ({executor}, {workers} at once)")
+    )
+    tracker = _Progress(
+        len(runs), len(records), pending, min(workers, max(1, len(pending))), earlier_cost, earlier_wall
+    )
     failures: list[str] = []
 
     def on_outcome(run: PlannedRun, outcome: RunOutcome) -> None:
@@ -399,8 +453,11 @@ def run_reproduction(
             records[run.id] = run_record(run, budget, run_dir, result)
             status[run.id] = "finished"
             start = f", resumed from step {outcome.resumed_from}" if outcome.resumed_from else ""
-            what = (f"trained in {format_duration(outcome.seconds)} ({result.step_time_s:.3f} s/step{start})"
-                    if outcome.status == "finished" else "finished meanwhile, skipped")
+            what = (
+                f"trained in {format_duration(outcome.seconds)} ({result.step_time_s:.3f} s/step{start})"
+                if outcome.status == "finished"
+                else "finished meanwhile, skipped"
+            )
         elif outcome.status == "busy":
             status[run.id] = "busy"
             what = "locked by another process (running elsewhere), left to it"
@@ -413,8 +470,12 @@ def run_reproduction(
 
     by_cost = sorted(pending, key=lambda r: -r.cost)  # longest first: the pool finishes sooner
     threads = None if workers == 1 and executor == "local" else worker_threads(workers)
-    tasks = {run.id: RunTask(reproduction.experiment.name, run.config, str(out_dir / "runs" / run.id), threads,
-                             progress and workers == 1) for run in pending}
+    tasks = {
+        run.id: RunTask(
+            reproduction.experiment.name, run.config, str(out_dir / "runs" / run.id), threads, progress and workers == 1
+        )
+        for run in pending
+    }
     if pending:
         if distributed:
             _run_distributed(pending, tasks, progress, on_outcome)
@@ -429,6 +490,8 @@ def run_reproduction(
     missing = len(runs) - len(ordered)
     if missing:
         busy = sum(1 for r in runs if status.get(r.id) == "busy")
-        log(f"{missing} of {len(runs)} runs are not finished ({len(failures)} failed, {busy} running elsewhere); "
-            "run the same command again to finish them")
+        log(
+            f"{missing} of {len(runs)} runs are not finished ({len(failures)} failed, {busy} running elsewhere); "
+            "run the same command again to finish them"
+        )
     return ordered

@@ -27,8 +27,17 @@ from idspn_experiments.engine.spec import Experiment
 from idspn_experiments.engine.train import RunResult, load_run_result
 from idspn_experiments.runs.results import ResultsTable, RunRecord
 
-__all__ = ["BUDGETS", "Budget", "RunPlan", "Reproduction", "PlannedRun", "select_plan", "plan_runs",
-           "finished_run", "run_record"]
+__all__ = [
+    "BUDGETS",
+    "Budget",
+    "RunPlan",
+    "Reproduction",
+    "PlannedRun",
+    "select_plan",
+    "plan_runs",
+    "finished_run",
+    "run_record",
+]
 
 Budget = Literal["smoke", "small", "paper"]
 BUDGETS: tuple[str, ...] = ("smoke", "small", "paper")
@@ -103,17 +112,28 @@ def finished_run(run_dir: Path, config: dict[str, Any]) -> RunResult | None:
     if done is not None:
         diff = config_diff(done.config, config)
         if diff:
-            raise ValueError(f"{run_dir} holds a finished run with another config ({'; '.join(diff)}); "
-                             "choose another --out")
+            raise ValueError(
+                f"{run_dir} holds a finished run with another config ({'; '.join(diff)}); choose another --out"
+            )
     return done
 
 
 def run_record(run: PlannedRun, budget: str, run_dir: Path, result: RunResult) -> RunRecord:
     """The results-table record of the finished run ``run``."""
     return RunRecord(
-        key=run.key, row=run.row, column=run.column, seed=run.seed, budget=budget, run_dir=str(run_dir),
-        val=result.val, test=result.test, steps=result.steps, best_step=result.best_step,
-        wall_time_s=result.wall_time_s, step_time_s=result.step_time_s, world_size=result.world_size,
+        key=run.key,
+        row=run.row,
+        column=run.column,
+        seed=run.seed,
+        budget=budget,
+        run_dir=str(run_dir),
+        val=result.val,
+        test=result.test,
+        steps=result.steps,
+        best_step=result.best_step,
+        wall_time_s=result.wall_time_s,
+        step_time_s=result.step_time_s,
+        world_size=result.world_size,
         device=result.device,
     )
 
@@ -136,10 +156,11 @@ def plan_runs(
     costs = [float(c.train.steps) if reproduction.cost is None else float(reproduction.cost(c)) for c in configs]
     runs: list[PlannedRun] = []
     for seed in seeds:
-        for p, cfg, cost in zip(plan, configs, costs):
+        for p, cfg, cost in zip(plan, configs, costs, strict=True):
             config = config_to_dict(replace(cfg, seed=seed))
-            runs.append(PlannedRun(f"{p.key}/seed{seed}", p.key, p.row, p.column, seed, config, _config_hash(config),
-                                   cost))
+            runs.append(
+                PlannedRun(f"{p.key}/seed{seed}", p.key, p.row, p.column, seed, config, _config_hash(config), cost)
+            )
     ids = [r.id for r in runs]
     if len(set(ids)) != len(ids):
         raise ValueError(f"the plan of {reproduction.name!r} at budget {budget!r} repeats run keys")

@@ -19,8 +19,18 @@ from typing import Any
 
 from idspn_experiments.engine.io import atomic_write_json, atomic_write_text
 
-__all__ = ["PaperCell", "TableRow", "TableColumn", "ResultsTable", "RunRecord", "CellStats", "cell_stats",
-           "format_duration", "render_markdown", "write_results"]
+__all__ = [
+    "PaperCell",
+    "TableRow",
+    "TableColumn",
+    "ResultsTable",
+    "RunRecord",
+    "CellStats",
+    "cell_stats",
+    "format_duration",
+    "render_markdown",
+    "write_results",
+]
 
 
 @dataclass(frozen=True)
@@ -142,8 +152,10 @@ def render_markdown(
     """The results table in the paper's layout, ours beside the paper's, then the time spent."""
     stats = cell_stats(table, records)
     lines = [f"# {table.title}", ""]
-    lines.append(f"Budget: `{budget}`; seeds: {', '.join(map(str, seeds)) or '-'}; mean ± std over seeds "
-                 f"({table.split} split, metric `{table.metric}`).")
+    lines.append(
+        f"Budget: `{budget}`; seeds: {', '.join(map(str, seeds)) or '-'}; mean ± std over seeds "
+        f"({table.split} split, metric `{table.metric}`)."
+    )
     if note:
         lines += ["", note]
     lines.append("")
@@ -170,8 +182,13 @@ def render_markdown(
     # time spent
     run_columns = list(dict.fromkeys(c.runs or c.key for c in table.columns))  # each run counted once
     labels = {c.key: f"{c.label}: " for c in table.columns}
-    lines += ["", "## Time", "", "| Model | " + " | ".join(f"{labels.get(k, '')}wall time, s/step" for k in run_columns)
-              + " |", "| --- | " + " | ".join(["---"] * len(run_columns)) + " |"]
+    lines += [
+        "",
+        "## Time",
+        "",
+        "| Model | " + " | ".join(f"{labels.get(k, '')}wall time, s/step" for k in run_columns) + " |",
+        "| --- | " + " | ".join(["---"] * len(run_columns)) + " |",
+    ]
     total = 0.0
     for row in table.rows:
         cells = [row.label + (f" ({row.section})" if row.section else "")]
@@ -186,8 +203,11 @@ def render_markdown(
             cells.append(f"{format_duration(wall)}, {step:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     devices = sorted({f"{r.device} x{r.world_size}" for r in records})
-    lines += ["", f"Total wall time of the runs: {format_duration(total)} ({len(records)} runs; devices: "
-              f"{', '.join(devices) or '-'}). Wall time is per run, averaged over seeds."]
+    lines += [
+        "",
+        f"Total wall time of the runs: {format_duration(total)} ({len(records)} runs; devices: "
+        f"{', '.join(devices) or '-'}). Wall time is per run, averaged over seeds.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -207,11 +227,18 @@ def write_results(
     for row in table.rows:
         for col in table.columns:
             ours, paper = stats.get((row.key, col.key)), table.paper.get((row.key, col.key))
-            cells.append({
-                "row": row.key, "column": col.key, "label": row.label, "section": row.section,
-                "ours": None if ours is None else {"mean": ours.mean, "std": ours.std, "n": ours.n, "values": list(ours.values)},
-                "paper": None if paper is None else {"mean": paper.mean, "std": paper.std},
-            })
+            cells.append(
+                {
+                    "row": row.key,
+                    "column": col.key,
+                    "label": row.label,
+                    "section": row.section,
+                    "ours": None
+                    if ours is None
+                    else {"mean": ours.mean, "std": ours.std, "n": ours.n, "values": list(ours.values)},
+                    "paper": None if paper is None else {"mean": paper.mean, "std": paper.std},
+                }
+            )
     payload = {
         "reproduction": name,
         "title": table.title,

@@ -25,8 +25,9 @@ def test_dataset_yields_sets_that_are_input_and_target():
     assert len(data) == 10 and data[4].shape == (3, 2) and torch.equal(data[4], data.sets[4])
 
 
-@pytest.mark.parametrize("kwargs, match", [({"split": "val"}, "split"), ({"set_size": 0}, "set_size"),
-                                           ({"num_sets": 2.0}, "num_sets")])
+@pytest.mark.parametrize(
+    "kwargs, match", [({"split": "val"}, "split"), ({"set_size": 0}, "set_size"), ({"num_sets": 2.0}, "num_sets")]
+)
 def test_bad_arguments_name_themselves(kwargs, match):
     args = {"num_sets": 2, "set_size": 3, "set_dim": 2, "seed": 0, "split": "train", **kwargs}
     with pytest.raises(ValueError, match=match):

@@ -1,16 +1,19 @@
 import pytest
 import torch
 
-from idspn_experiments.autoencoding.config import AutoencodingConfig
-from idspn_experiments.autoencoding.task import AUTOENCODING, autoencoding_loss, per_set_loss
-from idspn_experiments.autoencoding.models import MODEL_KINDS, build_autoencoder
-from idspn_experiments.engine.config import load_config
 from idspn import hungarian_loss
+from idspn_experiments.autoencoding.config import AutoencodingConfig
+from idspn_experiments.autoencoding.models import MODEL_KINDS, build_autoencoder
+from idspn_experiments.autoencoding.task import AUTOENCODING, autoencoding_loss, per_set_loss
+from idspn_experiments.engine.config import load_config
 
 
 def _cfg(kind, seed=0, *extra):
-    return load_config(AutoencodingConfig, "autoencoding-smoke",
-                       [*MODEL_KINDS[kind].overrides, f"seed={seed}", "data.set_size=3", "data.set_dim=2", *extra])
+    return load_config(
+        AutoencodingConfig,
+        "autoencoding-smoke",
+        [*MODEL_KINDS[kind].overrides, f"seed={seed}", "data.set_size=3", "data.set_dim=2", *extra],
+    )
 
 
 def test_same_seed_same_weights_across_model_kinds():
@@ -29,8 +32,9 @@ def test_same_seed_same_weights_across_model_kinds():
 
 @torch.no_grad()
 def test_initialisation_follows_the_paper():
-    model = build_autoencoder(_cfg("idspn-mom", 0, "model.hidden_dim=512", "model.latent_dim=512",
-                                   "data.set_size=32", "data.set_dim=32"))
+    model = build_autoencoder(
+        _cfg("idspn-mom", 0, "model.hidden_dim=512", "model.latent_dim=512", "data.set_size=32", "data.set_dim=32")
+    )
     init_set = model.decoder.init_set  # Y0 ~ N(0, I/10)
     assert init_set.shape == (32, 32) and abs(float(init_set.std()) - 0.1**0.5) < 0.02
     lin2 = model.input_encoder.lin2.weight
@@ -88,7 +92,7 @@ def _original_objective(model, z, y, y0):
 @pytest.mark.parametrize("steps", [1, 3])
 def test_inner_updates_are_the_original_codes(steps):
     # Nesterov SGD (torch.optim.SGD, as the original) on the original's objective, from the same Y0.
-    cfg = _cfg("idspn-mom", 0, "model.iters=%d" % steps)
+    cfg = _cfg("idspn-mom", 0, f"model.iters={steps}")
     model = build_autoencoder(cfg).double()
     x = torch.randn(4, 3, 2, dtype=torch.float64)
     with torch.no_grad():
@@ -103,6 +107,6 @@ def test_inner_updates_are_the_original_codes(steps):
     assert torch.allclose(got, y.detach(), atol=1e-12)
     if steps == 1:
         return  # at Y0 the regulariser has no gradient
-    summed = build_autoencoder(_cfg("idspn-mom", 0, "model.iters=%d" % steps, "model.reg_reduction=sum")).double()
+    summed = build_autoencoder(_cfg("idspn-mom", 0, f"model.iters={steps}", "model.reg_reduction=sum")).double()
     with torch.no_grad():
         assert not torch.allclose(summed.decoder(z), got, atol=1e-6)  # the project's earlier, N x D times stronger term

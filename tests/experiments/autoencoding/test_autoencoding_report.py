@@ -1,28 +1,46 @@
 import json
 
-from idspn_experiments.autoencoding.tables import GridPoint
 from idspn_experiments.autoencoding.report import render_report, sci
+from idspn_experiments.autoencoding.tables import GridPoint
 from idspn_experiments.runs.results import RunRecord
 
 
 def test_scientific_notation_as_in_the_paper():
-    assert sci(6.0e-5) == "6.0e-5" and sci(0.000123, 0) == "1e-4" and sci(0.32) == "3.2e-1" and sci(float("nan")) == "nan"
+    assert (
+        sci(6.0e-5) == "6.0e-5" and sci(0.000123, 0) == "1e-4" and sci(0.32) == "3.2e-1" and sci(float("nan")) == "nan"
+    )
 
 
 def _record(tmp_path, point, seed, loss, step_time):
     run_dir = tmp_path / point.key / f"seed{seed}"
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps({"data": {"train_size": 1280}, "train": {"batch_size": 128}}))
-    return RunRecord(key=point.key, row=point.row, column=point.column, seed=seed, budget="small",
-                     run_dir=str(run_dir), val={}, test={"loss": loss}, steps=10, best_step=10, wall_time_s=1.0,
-                     step_time_s=step_time)
+    return RunRecord(
+        key=point.key,
+        row=point.row,
+        column=point.column,
+        seed=seed,
+        budget="small",
+        run_dir=str(run_dir),
+        val={},
+        test={"loss": loss},
+        steps=10,
+        best_step=10,
+        wall_time_s=1.0,
+        step_time_s=step_time,
+    )
 
 
 def test_claims_tables_and_timing_from_records(tmp_path):
     losses = {  # (iters, kind) -> loss at (n, d) = (4, 4), shaped like the paper's results
-        (10, "idspn-mom"): 6e-4, (10, "idspn"): 1.6e-3, (10, "dspn"): 2.0e-3,
-        (20, "idspn-mom"): 3.8e-4, (20, "idspn"): 9.6e-4, (20, "dspn"): 1.1e-3,
-        (20, "idspn-mom-sum"): 3.8e-3, (20, "idspn-mom-mean"): 5.4e-3,
+        (10, "idspn-mom"): 6e-4,
+        (10, "idspn"): 1.6e-3,
+        (10, "dspn"): 2.0e-3,
+        (20, "idspn-mom"): 3.8e-4,
+        (20, "idspn"): 9.6e-4,
+        (20, "dspn"): 1.1e-3,
+        (20, "idspn-mom-sum"): 3.8e-3,
+        (20, "idspn-mom-mean"): 5.4e-3,
     }
     records = []
     for (iters, kind), loss in losses.items():

@@ -1,14 +1,25 @@
 import pytest
 
-from idspn_experiments.autoencoding.tables import BUDGET_GRIDS, GridPoint, autoencoding_plan, grid_points, paper_loss, run_cost
 from idspn_experiments.autoencoding.config import AutoencodingConfig
+from idspn_experiments.autoencoding.tables import (
+    BUDGET_GRIDS,
+    GridPoint,
+    autoencoding_plan,
+    grid_points,
+    paper_loss,
+    run_cost,
+)
 from idspn_experiments.engine.config import load_config
 
 
 def test_small_budget_is_the_documented_sub_grid():
     points = set(grid_points("small"))
-    main = {GridPoint(n, d, it, k) for n, d in ((2, 2), (4, 4), (8, 8), (4, 16)) for it in (10, 20)
-            for k in ("idspn-mom", "idspn", "dspn")}
+    main = {
+        GridPoint(n, d, it, k)
+        for n, d in ((2, 2), (4, 4), (8, 8), (4, 16))
+        for it in (10, 20)
+        for k in ("idspn-mom", "idspn", "dspn")
+    }
     pooling = {GridPoint(8, 8, it, k) for it in (10, 20) for k in ("idspn-mom-sum", "idspn-mom-mean")}
     assert points == main | pooling and len(grid_points("small")) == 28
 

@@ -18,8 +18,9 @@ def _sets(batch: int = 6) -> torch.Tensor:
     sets = torch.zeros(batch, 10, 19)  # (B, N, D)
     sets[..., :3] = torch.rand(batch, 10, 3) * 2 - 1
     for group in LAYOUT.attributes:
-        sets[..., group] = torch.nn.functional.one_hot(torch.randint(0, group.stop - group.start, (batch, 10)),
-                                                       group.stop - group.start).float()
+        sets[..., group] = torch.nn.functional.one_hot(
+            torch.randint(0, group.stop - group.start, (batch, 10)), group.stop - group.start
+        ).float()
     sets[..., LAYOUT.presence] = (torch.rand(batch, 10) < 0.7).float()
     return sets
 

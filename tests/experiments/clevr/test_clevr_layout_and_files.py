@@ -51,8 +51,14 @@ def test_layout_matches_vocabularies() -> None:
 def test_encode_scene_layout() -> None:
     scene = {
         "objects": [
-            {"3d_coords": [3.0, -1.5, 0.35], "material": "metal", "color": "brown",
-             "shape": "cylinder", "size": "small", "bbox": {"x": 1}},
+            {
+                "3d_coords": [3.0, -1.5, 0.35],
+                "material": "metal",
+                "color": "brown",
+                "shape": "cylinder",
+                "size": "small",
+                "bbox": {"x": 1},
+            },
         ]
     }
     target = encode_scene(scene)
@@ -175,8 +181,11 @@ def test_non_finite_coordinates_are_refused_naming_file_scene_and_object(mini: P
     chosen = fixture_scenes()[:3]
     chosen[1]["objects"][2]["3d_coords"] = [float("nan"), 0.0, 0.0]
     write_scenes(mini / "CLEVR_v1.0", chosen)
-    with pytest.raises(ValueError, match=r"CLEVR_val_scenes.json.*scene 1 \(CLEVR_val_000001.png\): object 2: "
-                                         r"field '3d_coords' must be 3 finite numbers"):
+    with pytest.raises(
+        ValueError,
+        match=r"CLEVR_val_scenes.json.*scene 1 \(CLEVR_val_000001.png\): object 2: "
+        r"field '3d_coords' must be 3 finite numbers",
+    ):
         CLEVRDataset(mini, "val")
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from idspn_experiments.clevr.config import MODEL_NAMES, ClevrConfig
-from idspn_experiments.clevr.task import build_model
 from idspn_experiments.clevr.models import ClevrIDSPN, ResNetImageEncoder, resnet_feature_size
+from idspn_experiments.clevr.task import build_model
 from idspn_experiments.engine.config import load_config
 
 

@@ -14,7 +14,7 @@ def test_slot_attention_is_permutation_equivariant_in_its_slots():
     out = module(inputs, slots)
     out_perm = module(inputs, slots[:, perm])
     assert len(out) == 3
-    for a, b in zip(out, out_perm):
+    for a, b in zip(out, out_perm, strict=True):
         torch.testing.assert_close(b, a[:, perm])
 
 

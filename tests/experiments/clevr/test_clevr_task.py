@@ -4,26 +4,26 @@ import pytest
 import torch
 from torch import nn
 
+from idspn.metrics import set_average_precision
 from idspn_experiments.clevr.config import ClevrConfig
-from idspn_experiments.clevr.layout import targets_to_range
+from idspn_experiments.clevr.layout import AP_THRESHOLDS, LAYOUT, targets_to_range
 from idspn_experiments.clevr.task import (
     ACCURACY_METRICS,
     AP_METRICS,
-    IMAGE_AP_METRICS,
     CLEVR,
+    IMAGE_AP_METRICS,
     build_model,
     clevr_eval_step,
     clevr_loss,
     clevr_summarize,
     inner_steps,
 )
-from idspn_experiments.clevr.layout import AP_THRESHOLDS, LAYOUT
 from idspn_experiments.engine.config import load_config
-from idspn.metrics import set_average_precision
 
 
 def clevr_average_precision(pred: torch.Tensor, target: torch.Tensor) -> dict:
     return set_average_precision(pred, target, LAYOUT, AP_THRESHOLDS)
+
 
 FIRST_IMAGE_AP_METRICS = tuple(f"first_{m}" for m in IMAGE_AP_METRICS)
 
@@ -66,8 +66,9 @@ def test_the_engine_passes_the_scheduled_inner_steps_to_the_model(tmp_path):
 
     images, targets = torch.rand(4, 3, cfg.data.image_size, cfg.data.image_size), torch.zeros(4, 10, 19)
     targets[:, :3, 18] = 1.0
-    experiment = dataclasses.replace(CLEVR, loss=recording_loss,
-                                     build_data=lambda cfg, progress=True: _tiny_splits(images, targets))
+    experiment = dataclasses.replace(
+        CLEVR, loss=recording_loss, build_data=lambda cfg, progress=True: _tiny_splits(images, targets)
+    )
     fit(experiment, cfg, tmp_path / "run", progress=False)
     assert seen == [2, 2, 3, 3]
 
@@ -93,7 +94,7 @@ def test_paper_schedule_matches_appendix_f3():
 def test_a_perfect_prediction_has_zero_loss_in_every_range_and_full_ap(smoke_clevr):
     cfg = load_config(ClevrConfig, "clevr-smoke")
     data = CLEVR.build_data(cfg)
-    images, targets = map(torch.stack, zip(*[data.test[i] for i in range(8)]))
+    images, targets = map(torch.stack, zip(*[data.test[i] for i in range(8)], strict=True))
     for coord_range in ("0..1", "-1..1", "-3..3"):
         cfg.model.coord_range = coord_range
         oracle = Oracle(targets_to_range(targets, coord_range).flip(1))  # any order of the objects
@@ -125,8 +126,11 @@ def test_summarize_pools_the_whole_evaluation_set():
 
 
 def test_slot_attention_variants_are_supervised_at_every_iteration():
-    cfg = load_config(ClevrConfig, "clevr-smoke", ["model.name=slot_attention", "model.supervise_all_iters=true",
-                                                   "model.coord_range=-3..3"])
+    cfg = load_config(
+        ClevrConfig,
+        "clevr-smoke",
+        ["model.name=slot_attention", "model.supervise_all_iters=true", "model.coord_range=-3..3"],
+    )
     model = build_model(cfg)
     loss, logs = clevr_loss(model, [torch.rand(2, 3, 32, 32), torch.zeros(2, 10, 19)], cfg, 3)
     assert loss.ndim == 0 and "loss_last_iter" in logs

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from idspn_experiments.clevr_render import generator
 from idspn_experiments.clevr.data import CLEVRDataset
 from idspn_experiments.clevr.layout import LAYOUT
+from idspn_experiments.clevr_render import generator
 from idspn_experiments.clevr_render.generator import (
     IMAGE_HEIGHT,
     IMAGE_WIDTH,
@@ -40,9 +40,7 @@ def files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def test_generate_is_deterministic_and_independent_of_workers(
-    generated: Path, tmp_path: Path
-) -> None:
+def test_generate_is_deterministic_and_independent_of_workers(generated: Path, tmp_path: Path) -> None:
     generate(tmp_path, {"val": 4}, seed=0, workers=2, progress=False)
     first, second = files(generated), files(tmp_path)
     assert sorted(first) == [
@@ -157,10 +155,7 @@ def test_scene_rules_hold(sampled: list) -> None:
             assert 0 <= obj["rotation"] < 360
         for a, b in itertools.combinations(objects, 2):
             # CLEVR records a cube's radius as its scale / sqrt(2).
-            ra, rb = (
-                SIZE_SCALE[o["size"]] / (math.sqrt(2) if o["shape"] == "cube" else 1)
-                for o in (a, b)
-            )
+            ra, rb = (SIZE_SCALE[o["size"]] / (math.sqrt(2) if o["shape"] == "cube" else 1) for o in (a, b))
             delta = np.array(a["3d_coords"][:2]) - np.array(b["3d_coords"][:2])
             assert np.linalg.norm(delta) - ra - rb >= MIN_DISTANCE
             assert abs(delta @ left) >= MARGIN and abs(delta @ front) >= MARGIN
@@ -210,8 +205,14 @@ def test_projection_matches_the_fixture_camera() -> None:
 
 def test_render_metal_is_shinier_than_rubber() -> None:
     def render(material: str) -> tuple[np.ndarray, np.ndarray]:
-        obj = {"shape": "sphere", "size": "large", "material": material, "color": "gray",
-               "3d_coords": [0.0, 0.0, 0.7], "rotation": 0.0}
+        obj = {
+            "shape": "sphere",
+            "size": "large",
+            "material": material,
+            "color": "gray",
+            "3d_coords": [0.0, 0.0, 0.7],
+            "rotation": 0.0,
+        }
         image = render_scene({"objects": [obj]})
         ids = generator._object_ids(generator._Solids.from_objects([obj]), Camera())
         return image, ids.reshape(IMAGE_HEIGHT, IMAGE_WIDTH)
@@ -232,10 +233,19 @@ def test_render_metal_is_shinier_than_rubber() -> None:
 
 def test_render_colours_follow_the_scene() -> None:
     objects = [
-        {"shape": shape, "size": "large", "material": "rubber", "color": colour,
-         "3d_coords": [x, y, 0.7], "rotation": 30.0}
-        for shape, colour, x, y in [("cube", "red", 0.0, -2.0), ("cylinder", "blue", 0.0, 2.0),
-                                    ("sphere", "green", 2.0, 0.0)]
+        {
+            "shape": shape,
+            "size": "large",
+            "material": "rubber",
+            "color": colour,
+            "3d_coords": [x, y, 0.7],
+            "rotation": 30.0,
+        }
+        for shape, colour, x, y in [
+            ("cube", "red", 0.0, -2.0),
+            ("cylinder", "blue", 0.0, 2.0),
+            ("sphere", "green", 2.0, 0.0),
+        ]
     ]
     image = render_scene({"objects": objects}, antialias=False)
     ids = generator._object_ids(generator._Solids.from_objects(objects), Camera())

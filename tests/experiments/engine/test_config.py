@@ -21,8 +21,16 @@ from idspn_experiments.registry import EXPERIMENTS
 def test_overrides_set_nested_values_with_their_types():
     cfg = apply_overrides(
         NumberingConfig(),
-        ["train.steps=12", "train.lr=0.5", "model.name=bilstm", "data.augment=true",
-         "model.grad_clip=none", "train.lr_milestones=[3, 7]", "train.select_metric=loss", "seed=4"],
+        [
+            "train.steps=12",
+            "train.lr=0.5",
+            "model.name=bilstm",
+            "data.augment=true",
+            "model.grad_clip=none",
+            "train.lr_milestones=[3, 7]",
+            "train.select_metric=loss",
+            "seed=4",
+        ],
     )
     assert cfg.train.steps == 12 and isinstance(cfg.train.steps, int)
     assert cfg.train.lr == 0.5 and cfg.model.name == "bilstm" and cfg.data.augment is True
@@ -36,27 +44,33 @@ def test_overrides_do_not_mutate_the_input():
     assert cfg.train.steps == TrainConfig().steps
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("train.stepz=3", "train.stepz"),
-    ("modle.name=idspn", "modle.name"),
-    ("model.name.x=1", "model.name.x"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.stepz=3", "train.stepz"),
+        ("modle.name=idspn", "modle.name"),
+        ("model.name.x=1", "model.name.x"),
+    ],
+)
 def test_unknown_keys_are_rejected_naming_the_key(override, fragment):
     with pytest.raises(ValueError, match="unknown config key") as err:
         apply_overrides(NumberingConfig(), [override])
     assert fragment in str(err.value)
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("train.steps=1.5", "int"),
-    ("train.steps=ten", "int"),
-    ("train.lr=fast", "float"),
-    ("data.augment=maybe", "bool"),
-    ("model.name=resnet", "one of"),
-    ("device=tpu", "one of"),
-    ("train.lr_milestones=3,4", "list of int"),
-    ("train.steps=none", "int"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.steps=1.5", "int"),
+        ("train.steps=ten", "int"),
+        ("train.lr=fast", "float"),
+        ("data.augment=maybe", "bool"),
+        ("model.name=resnet", "one of"),
+        ("device=tpu", "one of"),
+        ("train.lr_milestones=3,4", "list of int"),
+        ("train.steps=none", "int"),
+    ],
+)
 def test_wrong_types_are_rejected_naming_key_and_type(override, expected):
     key = override.split("=")[0]
     with pytest.raises(ValueError) as err:
@@ -114,26 +128,29 @@ def test_unknown_preset_is_rejected(tmp_path):
     assert load_config(NumberingConfig, str(path)).train.steps == 3
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("train.grad_clip=-1", "train.grad_clip': expected float > 0 or None"),
-    ("train.grad_clip=0", "train.grad_clip': expected float > 0 or None"),
-    ("train.lr_gamma=-1", "train.lr_gamma': expected float > 0"),
-    ("train.steps=0", "train.steps': expected int >= 1"),
-    ("train.steps=-5", "train.steps': expected int >= 1"),
-    ("train.eval_every=0", "train.eval_every': expected int >= 1"),
-    ("train.checkpoint_every=0", "train.checkpoint_every': expected int >= 1"),
-    ("train.eval_batch_size=0", "train.eval_batch_size': expected int >= 1"),
-    ("train.lr=-1", "train.lr': expected float > 0"),
-    ("train.lr=nan", "train.lr': expected float > 0"),
-    ("train.lr=inf", "train.lr': expected float > 0"),
-    ("train.lr_milestones=[0,5]", "train.lr_milestones[0]': expected int >= 1"),
-    ("seed=-1", "seed': expected int >= 0"),
-    ("model.heads=0", "model.heads': expected int >= 1"),
-    ("model.layers=0", "model.layers': expected int >= 1"),
-    ("model.heads=3", "model.heads': must divide model.hidden_dim=16 for a transformer"),
-    ("model.momentum=1", "model.momentum': expected float in [0, 1)"),
-    ("data.set_size=0", "data.set_size': expected int >= 1"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.grad_clip=-1", "train.grad_clip': expected float > 0 or None"),
+        ("train.grad_clip=0", "train.grad_clip': expected float > 0 or None"),
+        ("train.lr_gamma=-1", "train.lr_gamma': expected float > 0"),
+        ("train.steps=0", "train.steps': expected int >= 1"),
+        ("train.steps=-5", "train.steps': expected int >= 1"),
+        ("train.eval_every=0", "train.eval_every': expected int >= 1"),
+        ("train.checkpoint_every=0", "train.checkpoint_every': expected int >= 1"),
+        ("train.eval_batch_size=0", "train.eval_batch_size': expected int >= 1"),
+        ("train.lr=-1", "train.lr': expected float > 0"),
+        ("train.lr=nan", "train.lr': expected float > 0"),
+        ("train.lr=inf", "train.lr': expected float > 0"),
+        ("train.lr_milestones=[0,5]", "train.lr_milestones[0]': expected int >= 1"),
+        ("seed=-1", "seed': expected int >= 0"),
+        ("model.heads=0", "model.heads': expected int >= 1"),
+        ("model.layers=0", "model.layers': expected int >= 1"),
+        ("model.heads=3", "model.heads': must divide model.hidden_dim=16 for a transformer"),
+        ("model.momentum=1", "model.momentum': expected float in [0, 1)"),
+        ("data.set_size=0", "data.set_size': expected int >= 1"),
+    ],
+)
 def test_out_of_range_settings_name_the_key_and_what_is_allowed(override, expected):
     name = ["model.name=transformer_pe"] if override.startswith("model.heads") else []
     with pytest.raises(ValueError, match=re.escape(expected)):

@@ -15,8 +15,21 @@ def test_two_process_data_parallel_training_on_cpu(tmp_path):
         pytest.skip("torchrun is not installed next to the interpreter")
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "idspn_experiments", "train",
-           "numbering-smoke", "--out", str(out), "--no-progress", "model.name=idspn", "data.augment=true"]
+    cmd = [
+        str(torchrun),
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "idspn_experiments",
+        "train",
+        "numbering-smoke",
+        "--out",
+        str(out),
+        "--no-progress",
+        "model.name=idspn",
+        "data.augment=true",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads((out / "result.json").read_text())

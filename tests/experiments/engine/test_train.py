@@ -66,8 +66,9 @@ def test_evaluate_is_deterministic_and_leaves_the_rng_alone():
 @pytest.mark.parametrize("model", ["idspn", "transformer_random_pe"])
 def test_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, model):
     # augmentation and the models' random initial sets / random PE all draw from the training stream
-    cfg = _cfg(f"model.name={model}", "train.steps=12", "train.eval_every=3", "train.checkpoint_every=4",
-               "data.augment=true")
+    cfg = _cfg(
+        f"model.name={model}", "train.steps=12", "train.eval_every=3", "train.checkpoint_every=4", "data.augment=true"
+    )
     whole = fit(NUMBERING, cfg, tmp_path / "whole", progress=False)
     assert fit(NUMBERING, cfg, tmp_path / "killed", progress=False, stop_at_step=10) is None  # last.pt at step 8
     assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["step"] == 8
@@ -114,6 +115,9 @@ def test_same_seed_same_result_and_resume_checks_the_config(tmp_path):
 def test_validation_does_not_change_training(tmp_path):
     often = fit(NUMBERING, _cfg("train.eval_every=1"), tmp_path / "often", progress=False)
     rarely = fit(NUMBERING, _cfg("train.eval_every=6"), tmp_path / "rarely", progress=False)
-    train = lambda d: [r for r in _records(d) if r["split"] == "train"]
+
+    def train(d):
+        return [r for r in _records(d) if r["split"] == "train"]
+
     assert train(tmp_path / "often") == train(tmp_path / "rarely")
     assert often.val and rarely.val

@@ -30,7 +30,7 @@ def test_targets_are_per_class_ranges_and_classes_uniform(classes):
 
 def test_splits_are_regenerated_from_the_seed():
     a = make_numbering(100, 8, 4, seed=3, split="test")
-    assert all(torch.equal(x, y) for x, y in zip(a, make_numbering(100, 8, 4, seed=3, split="test")))
+    assert all(torch.equal(x, y) for x, y in zip(a, make_numbering(100, 8, 4, seed=3, split="test"), strict=True))
     assert not torch.equal(a[0], make_numbering(100, 8, 4, seed=4, split="test")[0])
     assert not torch.equal(a[0], make_numbering(100, 8, 4, seed=3, split="val")[0])
     torch.manual_seed(0)
@@ -48,5 +48,8 @@ def test_one_hot_batch_and_permutation_keep_elements_paired():
     assert inputs.shape == (6, 10, 4) and targets.shape == (6, 10, 10) and torch.equal(labels, data.classes)
     assert torch.equal(inputs.argmax(-1), data.classes) and torch.equal(targets.argmax(-1), data.ids)
     permuted = permute_elements(batch)
-    pairs = lambda b: sorted(zip(b["classes"][0].tolist(), b["ids"][0].tolist()))
+
+    def pairs(b):
+        return sorted(zip(b["classes"][0].tolist(), b["ids"][0].tolist(), strict=True))
+
     assert pairs(permuted) == pairs(batch) and not torch.equal(permuted["classes"], batch["classes"])

@@ -10,8 +10,11 @@ CLASSES, SET_SIZE = 3, 6
 
 
 def _model(name):
-    cfg = load_config(NumberingConfig, "numbering-smoke", [f"model.name={name}", f"data.classes={CLASSES}",
-                                                           f"data.set_size={SET_SIZE}", "model.iters=5"])
+    cfg = load_config(
+        NumberingConfig,
+        "numbering-smoke",
+        [f"model.name={name}", f"data.classes={CLASSES}", f"data.set_size={SET_SIZE}", "model.iters=5"],
+    )
     torch.manual_seed(0)
     return NUMBERING_MODELS[name].build(cfg).double().eval()
 
@@ -51,8 +54,10 @@ def test_equivariance_is_the_one_the_paper_states(name):
     exclusively multiset-equivariant, the transformers with PE and the BiLSTM neither."""
     entry = NUMBERING_MODELS[name]
     expected = (
-        Equivariance.SET if entry.set_equivariant
-        else Equivariance.EXCLUSIVELY_MULTISET if entry.multiset_equivariant
+        Equivariance.SET
+        if entry.set_equivariant
+        else Equivariance.EXCLUSIVELY_MULTISET
+        if entry.multiset_equivariant
         else Equivariance.NONE
     )
     found = classify_equivariance(_as_function(name), set_size=SET_SIZE, set_dim=CLASSES, trials=2, atol=1e-6)

@@ -30,7 +30,9 @@ QUIET = dataclasses.replace(AUTOENCODING_REPRODUCTION, report=None)  # figures a
 
 
 def _sweep(out, log, **kwargs):
-    return run_reproduction(QUIET, "smoke", out, rows=kwargs.pop("rows", ROWS), progress=False, log=log.append, **kwargs)
+    return run_reproduction(
+        QUIET, "smoke", out, rows=kwargs.pop("rows", ROWS), progress=False, log=log.append, **kwargs
+    )
 
 
 def _task(run, out):
@@ -139,8 +141,9 @@ def test_a_finished_run_with_another_config_is_not_reused(tmp_path):
 
 
 def test_options_and_threads(monkeypatch):
-    assert parse_slurm_options(["partition=gpu", "timeout_min=120", "mem_gb=7.5", "slurm_qos=high", "cluster=local"]) == {
-        "slurm_partition": "gpu", "timeout_min": 120, "mem_gb": 7.5, "slurm_qos": "high", "cluster": "local"}
+    assert parse_slurm_options(
+        ["partition=gpu", "timeout_min=120", "mem_gb=7.5", "slurm_qos=high", "cluster=local"]
+    ) == {"slurm_partition": "gpu", "timeout_min": 120, "mem_gb": 7.5, "slurm_qos": "high", "cluster": "local"}
     with pytest.raises(ValueError, match="key=value"):
         parse_slurm_options(["partition"])
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -204,8 +207,9 @@ def test_killing_a_pool_sweep_stops_its_workers_and_a_rerun_finishes_the_rest(tm
     script.write_text(_SLOW_SWEEP)
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    sweep_process = subprocess.Popen([sys.executable, str(script), str(out)], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+    sweep_process = subprocess.Popen(
+        [sys.executable, str(script), str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 60
     while not list(out.glob("runs/**/result.json")) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -239,8 +243,16 @@ def test_two_reproductions_into_one_folder_train_each_run_once(tmp_path):
     script.write_text(_SLOW_SWEEP)
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    processes = [subprocess.Popen([sys.executable, str(script), str(out), "1"], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(out), "1"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     logs = [p.communicate(timeout=600)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], logs
     trained = [line.split("] ")[1].split(":")[0] for log in logs for line in log.splitlines() if "trained in" in line]

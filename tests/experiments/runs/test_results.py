@@ -25,9 +25,20 @@ TABLE = ResultsTable(
 
 
 def _record(row, column, seed, acc):
-    return RunRecord(key=f"{row}/{column}", row=row, column=column, seed=seed, budget="smoke", run_dir="x",
-                     val={"accuracy": acc}, test={"accuracy": acc}, steps=10, best_step=5, wall_time_s=2.0,
-                     step_time_s=0.2)
+    return RunRecord(
+        key=f"{row}/{column}",
+        row=row,
+        column=column,
+        seed=seed,
+        budget="smoke",
+        run_dir="x",
+        val={"accuracy": acc},
+        test={"accuracy": acc},
+        steps=10,
+        best_step=5,
+        wall_time_s=2.0,
+        step_time_s=0.2,
+    )
 
 
 def test_cells_are_mean_and_sample_std_over_seeds_in_percent():
