@@ -501,7 +501,7 @@ class IDSPN(nn.Module):
 
     def _check_output(self, y: Tensor, problem: InnerProblem, iters: int) -> None:
         """The one finiteness check of a forward; on failure, name the non-finite input if any."""
-        if not self.check_finite or bool(torch.isfinite(y).all()):
+        if not self.check_finite or y.is_meta or bool(torch.isfinite(y).all()):
             return
         inputs = {"z": problem.z, "init_set": problem.init_set, "fixed": problem.fixed}
         inputs.update({f"parameter {name}": p for name, p in self.named_parameters()})

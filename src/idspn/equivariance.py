@@ -11,6 +11,7 @@ permutations and the swaps of equal elements, and checks both conditions.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -101,6 +102,10 @@ def classify_equivariance(
         raise ValueError(f"set_dim must be a positive int, got {set_dim!r}")
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be a positive int, got {trials!r}")
+    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not math.isfinite(atol) or atol < 0:
+        raise ValueError(f"atol must be a finite number >= 0, got {atol!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating dtype, got {dtype!r}")
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
 

@@ -109,6 +109,29 @@ def _check(
             )
 
 
+def _check_group_counts(pred_groups: Tensor, target_groups: Tensor, mask: Tensor | None) -> None:
+    """Every example must hold as many present predictions as targets of each group."""
+    present = torch.ones_like(pred_groups, dtype=torch.bool) if mask is None else mask
+    if not bool(present.any()):
+        return
+    both = torch.cat([pred_groups[present], target_groups[present]])
+    low, bins = int(both.min()), int(both.max() - both.min()) + 1
+    batch = torch.arange(pred_groups.shape[0], device=pred_groups.device).unsqueeze(1).expand_as(pred_groups)
+    size = pred_groups.shape[0] * bins
+    counts = [
+        torch.bincount((batch * bins + g - low)[present], minlength=size).view(-1, bins)
+        for g in (pred_groups, target_groups)
+    ]  # (B, groups) each
+    differ = counts[0] != counts[1]
+    if bool(differ.any()):
+        b, group = (int(i) for i in differ.nonzero()[0])
+        raise ValueError(
+            f"pred_groups and target_groups of example {b} must hold each group equally often (only "
+            f"same-group elements are matched); group {group + low} has {int(counts[0][b, group])} "
+            f"predictions and {int(counts[1][b, group])} targets"
+        )
+
+
 def _present(x: Tensor, mask: Tensor | None) -> Tensor:
     """``x`` with padded elements zeroed: padding values never reach the arithmetic."""
     return x if mask is None else torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
@@ -144,6 +167,8 @@ def hungarian_match(
         ``(B, N)`` long: index of the target matched to each prediction.
     """
     _check(pred, target, mask, pred_groups, target_groups)
+    if pred_groups is not None and target_groups is not None:
+        _check_group_counts(pred_groups, target_groups, mask)
     pred, target = _present(pred.detach(), mask).double(), _present(target.detach(), mask).double()
     _check_finite(pred, target)
     cost = _resolve(pairwise).cost(pred, target)  # (B, N, N) float64

@@ -23,6 +23,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main", "build_parser"]
 
@@ -33,7 +34,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one run from a preset with key=value overrides")
     p.add_argument("preset", help="preset name (see `idspn list`) or path to a JSON preset")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, dotted keys for nested fields")
-    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<preset>/seed<seed>)")
+    p.add_argument("--out", type=str, default=None, help="run folder (default: runs/<preset>/seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -58,7 +59,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("reproduction", help="what to reproduce (see `idspn list`)")
     p.add_argument("--budget", choices=BUDGETS, required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the budget's seeds")
-    p.add_argument("--out", type=Path, required=True, help="output folder (results.json, results.md, runs/)")
+    p.add_argument("--out", type=str, required=True, help="output folder (results.json, results.md, runs/)")
     p.add_argument("--rows", nargs="+", default=None, help="only these table rows")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     sub.add_parser("list", help="list experiments, presets, reproductions and data commands")
     demo = sub.add_parser("demo", help="train iDSPN and DeepSets on small numbering sets for about a minute")
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folders (default: runs/demo)")
+    demo.add_argument("--out", type=str, default="runs/demo", help="run folders (default: runs/demo)")
     demo.add_argument("--no-progress", action="store_true")
     _add_train(sub)
     _add_eval(sub)
@@ -148,7 +149,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     experiment = get_experiment(read_preset(args.preset)["experiment"])
     cfg = load_config(experiment.config_type, args.preset, args.overrides)
-    out = writable_folder(args.out or Path("runs") / Path(args.preset).stem / f"seed{cfg.seed}", "--out")
+    default = Path("runs") / Path(args.preset).stem / f"seed{cfg.seed}"
+    out = writable_folder(default if args.out is None else args.out, "--out")
     held = [p.name for p in (out / "last.pt", previous_checkpoint(out / "last.pt")) if p.exists()]
     if not args.resume and held:
         raise ValueError(
@@ -169,6 +171,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _state_dict_misfits(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
+    """What keeps ``found`` from loading into a model whose state dict is ``expected``."""
+    misfits = [f"{key} missing" for key in expected if key not in found]
+    misfits += [f"{key} unexpected" for key in found if key not in expected]
+    misfits += [
+        f"{key} has shape {tuple(found[key].shape)}, the model {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in found and hasattr(found[key], "shape") and tuple(found[key].shape) != tuple(value.shape)
+    ]
+    return misfits
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from idspn_experiments.engine.checkpoint import load_checkpoint
     from idspn_experiments.engine.config import apply_overrides, config_from_dict
@@ -187,14 +201,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     cfg = apply_overrides(config_from_dict(experiment.config_type, ckpt["config"]), args.overrides)
     ctx = init_distributed(cfg.device)
     model = experiment.build_model(cfg)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
+    misfits = _state_dict_misfits(model.state_dict(), ckpt["model"])
+    if misfits:
         changed = ", ".join(args.overrides) or "none"
         raise ValueError(
             f"the weights in {args.checkpoint} do not fit the model these settings build (overrides: "
-            f"{changed}): {str(err).splitlines()[0]}"
-        ) from None
+            f"{changed}): {'; '.join(misfits[:3])}{'; ...' if len(misfits) > 3 else ''}"
+        )
+    model.load_state_dict(ckpt["model"])
     data = experiment.build_data(cfg, not args.no_progress)
     dataset = getattr(data, args.split)
     if dataset is None:
@@ -237,7 +251,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         seeds = args.seeds or reproduction.seeds[args.budget]
         print()
         print(render_markdown(reproduction.table, records, args.budget, reproduction.notes.get(args.budget, ""), seeds))
-        print(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'}")
+        print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'results.md'}")
     return 0
 
 

@@ -19,8 +19,11 @@ DEMO_PRESET = "numbering-demo"
 DEMO_MODELS = {"idspn": "iDSPN (FSPool, exclusively multiset-equivariant)", "deepsets": "DeepSets (set-equivariant)"}
 
 
-def run_demo(out: Path, progress: bool = True) -> str:
+def run_demo(out: str | Path, progress: bool = True) -> str:
     """Train iDSPN and DeepSets on the demo preset into ``out``; return a results table."""
+    from idspn_experiments.engine.io import writable_folder
+
+    out = writable_folder(out, "--out")
     experiment = get_experiment("numbering")
     lines = ["| model | test sample accuracy | test element accuracy | wall time |", "| --- | --- | --- | --- |"]
     for name, label in DEMO_MODELS.items():

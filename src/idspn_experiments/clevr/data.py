@@ -396,7 +396,7 @@ SYNTH_COMMAND_HELP = "generate a CLEVR-format data set (CLEVR's scene rules, Num
 def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``idspn data clevr-synth``."""
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--out", type=Path, help="folder to write CLEVR_v1.0/ into")
+    where.add_argument("--out", type=str, help="folder to write CLEVR_v1.0/ into")
     where.add_argument(
         "--preset",
         help="instead: generate and cache the data of this CLEVR preset (e.g. clevr-small) "

@@ -43,7 +43,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from idspn_experiments.engine.io import atomic_write, atomic_write_json, atomic_write_text
+from idspn_experiments.engine.io import atomic_write, atomic_write_json, atomic_write_text, exclusive_lock
 
 __all__ = [
     "CAMERA_JITTER",
@@ -972,6 +972,7 @@ def generate(
     missing ones are rendered. If it names another seed or renderer, the split's images are deleted
     first; images with no such record (e.g. real CLEVR) are never touched: ValueError. A split's scenes file is
     removed when its generation starts, so an interrupted run never pairs old scenes with new images.
+    Generators started at once on one ``out`` take turns (a lock on ``CLEVR_v1.0/.generate.lock``).
 
     Args:
         out: Folder to write ``CLEVR_v1.0/images/{split}/`` and ``CLEVR_v1.0/scenes/`` into.
@@ -992,7 +993,8 @@ def generate(
     root = Path(out) / "CLEVR_v1.0"
     (root / "scenes").mkdir(parents=True, exist_ok=True)
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
-    with pool or contextlib.nullcontext():  # a Pool terminates its workers on exit
+    # One generator per folder at a time: a second one waits, then keeps the first one's images.
+    with exclusive_lock(root / ".generate.lock"), pool or contextlib.nullcontext():  # a Pool terminates its workers
         for split, count in splits.items():
             image_dir = root / "images" / split
             image_dir.mkdir(parents=True, exist_ok=True)

@@ -77,9 +77,10 @@ def load_checkpoint(
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except (EOFError, OSError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
         size = path.stat().st_size
+        detail = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
         raise CorruptCheckpoint(
             f"checkpoint {str(path)!r} ({size} bytes) cannot be read: it is empty, truncated or not an idspn "
-            f"checkpoint ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            f"checkpoint ({detail})"
         ) from None
     if not isinstance(state, dict):
         raise CorruptCheckpoint(f"checkpoint {str(path)!r} holds a {type(state).__name__}, not an idspn checkpoint")

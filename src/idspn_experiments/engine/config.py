@@ -397,14 +397,22 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
         ValueError: if no such preset exists or it names no experiment.
     """
     path = Path(name_or_path)
-    if path.suffix == ".json" and path.exists():
-        text = path.read_text()
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise ValueError(f"preset file {name_or_path!r} does not exist or is not a file")
+        source = path
     else:
-        resource = _preset_dir() / f"{name_or_path}.json"
-        if not resource.is_file():
+        source = _preset_dir() / f"{name_or_path}.json"
+        if not source.is_file():
             raise ValueError(f"unknown preset {name_or_path!r} (known: {', '.join(preset_names())})")
-        text = resource.read_text()
-    data = json.loads(text)
+    try:
+        data = json.loads(source.read_text())
+    except UnicodeDecodeError:
+        raise ValueError(f"preset file {str(source)!r} is not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"preset file {str(source)!r} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("experiment"), str):
         raise ValueError(f"preset {name_or_path!r} must be a JSON object with an 'experiment' name")
     return data

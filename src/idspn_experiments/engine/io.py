@@ -49,6 +49,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object
         binary: open the temporary file in binary (True) or text mode.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a folder: cannot write a file in its place")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
     try:
