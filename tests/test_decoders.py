@@ -233,6 +233,31 @@ def test_iters_can_change_at_evaluation_and_more_iters_lower_the_inner_loss():
     assert losses[0] > losses[1] > losses[2]
 
 
+@pytest.mark.parametrize("backward", ["approx", "unroll"])
+def test_recorded_diagnostics_describe_the_returned_set_without_changing_it(backward):
+    dec = _decoder(backward, momentum=0.5, reg=0.1, iters=3)
+    z = torch.randn(B, L, dtype=torch.float64)
+    y0 = torch.randn(B, N, D, dtype=torch.float64) * 0.3
+    plain = dec(z, init_set=y0)
+    assert dec.last_diagnostics is None
+    dec.record_diagnostics = True
+    recorded = dec(z, init_set=y0)
+    assert torch.equal(plain, recorded) and recorded.requires_grad  # forward's result is untouched
+    d = dec.last_diagnostics
+    assert d.iters == 3 and d.final_objective.shape == (B,)
+    y = recorded.detach()
+    torch.testing.assert_close(d.final_objective, _reference_value(dec, z, y, y0).detach())
+    torch.testing.assert_close(d.initial_objective, _reference_value(dec, z, y0, y0).detach())
+    grad_norm = torch.linalg.vector_norm(_reference_grad(dec, z, y, y0).detach(), dim=(1, 2))
+    torch.testing.assert_close(d.final_grad_norm, grad_norm)
+    torch.testing.assert_close(d.distance, torch.linalg.vector_norm(y - y0, dim=(1, 2)))
+    with torch.no_grad():
+        dec(z, init_set=y0, iters=40)
+    longer = dec.last_diagnostics
+    assert longer.iters == 40 and longer.final_objective.mean() < d.final_objective.mean()
+    assert set(longer.summary()) == {"initial_objective", "final_objective", "final_grad_norm", "distance"}
+
+
 def test_initial_sets():
     z = torch.randn(4, L, dtype=torch.float64)
     torch.manual_seed(3)

@@ -4,7 +4,7 @@ The library: set encoders (``FSEncoder``, ``FSPool``), the decoder ``IDSPN`` (DS
 Hungarian matching and losses, and tools to test equivariance properties (Definitions 1-2).
 """
 
-from .decoders import IDSPN, InnerLoopDivergence
+from .decoders import IDSPN, InnerDiagnostics, InnerLoopDivergence
 from .equivariance import Equivariance, classify_equivariance, push_apart
 from .losses import PAIRWISE_LOSSES, PairwiseLoss, hungarian_loss, hungarian_match
 from .matching import batched_assignment
@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "IDSPN",
     "InnerLoopDivergence",
+    "InnerDiagnostics",
     "FSEncoder",
     "FSPool",
     "SumPool",

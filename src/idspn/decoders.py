@@ -46,7 +46,15 @@ from torch import Tensor, nn
 from .projections import project_simplex
 from .set_encoders import FSPool, ModuleSetEncoder, SetEncoder, check_set
 
-__all__ = ["IDSPN", "InnerLoopDivergence", "BACKWARD_MODES", "INITS", "PROJECTIONS", "COMPILE_MODES"]
+__all__ = [
+    "IDSPN",
+    "InnerDiagnostics",
+    "InnerLoopDivergence",
+    "BACKWARD_MODES",
+    "INITS",
+    "PROJECTIONS",
+    "COMPILE_MODES",
+]
 
 BACKWARD_MODES = ("approx", "cg", "unroll")
 INITS = ("random", "zeros", "learned")
@@ -258,6 +266,48 @@ def attach_cg_implicit_grad(
 # --- the decoder ---------------------------------------------------------------------------------
 
 
+# --- diagnostics -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InnerDiagnostics:
+    """How far one forward's inner optimisation got (``IDSPN.record_diagnostics``); all detached.
+
+    Attributes:
+        iters: inner steps taken.
+        initial_objective: ``(B,)`` L(Y0), the inner objective at the initial set.
+        final_objective: ``(B,)`` L(Y*) at the returned set.
+        final_grad_norm: ``(B,)`` ||grad L(Y*)||: near 0 when the inner problem is solved (the
+            premise of Eq. 9), large when ``lr`` or ``iters`` are too small.
+        distance: ``(B,)`` ||Y* - Y0||: how far the elements moved from the initial set.
+    """
+
+    iters: int
+    initial_objective: Tensor
+    final_objective: Tensor
+    final_grad_norm: Tensor
+    distance: Tensor
+
+    def summary(self) -> dict[str, float]:
+        """Means over the batch, e.g. for a logger: ``{"final_objective": ..., ...}``."""
+        fields = ("initial_objective", "final_objective", "final_grad_norm", "distance")
+        return {name: float(getattr(self, name).double().mean()) for name in fields}
+
+
+@torch.no_grad()
+def diagnose(problem: InnerProblem, y: Tensor, iters: int) -> InnerDiagnostics:
+    """The diagnostics of the set ``y`` that ``iters`` steps reached on ``problem``."""
+    y = y.detach()
+    grad = problem.grad(y)  # (B, N, D)
+    return InnerDiagnostics(
+        iters=iters,
+        initial_objective=problem.value(problem.init_set.detach()),
+        final_objective=problem.value(y),
+        final_grad_norm=torch.linalg.vector_norm(grad, dim=(1, 2)),
+        distance=torch.linalg.vector_norm(y - problem.init_set.detach(), dim=(1, 2)),
+    )
+
+
 def _check_positive(value: float, name: str, integer: bool = False) -> None:
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind) or not value > 0 or not math.isfinite(value):
@@ -303,6 +353,12 @@ class IDSPN(nn.Module):
         check_finite: check once per forward that the output is finite and raise otherwise (one
             host synchronisation). False makes a forward free of host synchronisation (CUDA
             graphs, ``torch.func.vmap``); NaN then propagates.
+
+    Attributes:
+        record_diagnostics: set True to make each forward store an ``InnerDiagnostics`` of its
+            inner loop in ``last_diagnostics`` (costs one more encoder evaluation and gradient per
+            forward; ``forward`` still returns only the set). False by default.
+        last_diagnostics: the diagnostics of the latest forward while recording, else None.
     """
 
     def __init__(
@@ -390,6 +446,8 @@ class IDSPN(nn.Module):
             self.init_set = nn.Parameter(torch.randn(set_size, set_dim) * init_std)  # (N, D)
         else:
             self.register_parameter("init_set", None)
+        self.record_diagnostics = False
+        self.last_diagnostics: InnerDiagnostics | None = None
 
     def extra_repr(self) -> str:
         o = self.optimizer
@@ -500,7 +558,10 @@ class IDSPN(nn.Module):
         return attach_cg_implicit_grad(problem, self.optimizer, y_star, y, self.cg_gamma, self.cg_iters, self.cg_tol)
 
     def _check_output(self, y: Tensor, problem: InnerProblem, iters: int) -> None:
-        """The one finiteness check of a forward; on failure, name the non-finite input if any."""
+        """The one finiteness check of a forward (on failure, name the non-finite input if any);
+        records the diagnostics when asked to."""
+        if self.record_diagnostics:
+            self.last_diagnostics = diagnose(problem, y, iters)
         if not self.check_finite or y.is_meta or bool(torch.isfinite(y).all()):
             return
         inputs = {"z": problem.z, "init_set": problem.init_set, "fixed": problem.fixed}

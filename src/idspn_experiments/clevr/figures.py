@@ -31,12 +31,24 @@ from idspn import hungarian_match
 from idspn_experiments.clevr.config import ClevrConfig
 from idspn_experiments.clevr.data import CLEVRDataset
 from idspn_experiments.clevr.layout import ATTRIBUTES, LAYOUT, targets_to_range, to_range
-from idspn_experiments.clevr.task import CLEVR_MODELS, build_model, predict
+from idspn_experiments.clevr.task import CLEVR_MODELS, build_model, inner_steps, predict
+from idspn_experiments.engine.spec import DataSplits
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-__all__ = ["DecodedObject", "Example", "decode_object", "describe_examples", "draw_examples", "draw_checkpoint", "main"]
+__all__ = [
+    "DecodedObject",
+    "Example",
+    "decode_object",
+    "describe_examples",
+    "draw_examples",
+    "examples_figure",
+    "validation_figure",
+    "draw_checkpoint",
+    "main",
+]
 
 DISTANCE_MARK = 0.25  # distances above this are marked (Tables 9 and 10)
 _RED, _BLACK, _GREY = "#c62828", "#111111", "#777777"
@@ -170,6 +182,18 @@ def _draw_tokens(ax: Axes, x: float, y: float, tokens: list[Token]) -> None:
 
 def draw_examples(examples: Sequence[Example], out: str | Path, title: str = "") -> Path:
     """Write the picture of ``examples`` to ``out`` (PNG, or any format matplotlib knows by extension)."""
+    import matplotlib.pyplot as plt
+
+    fig = examples_figure(examples, title)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def examples_figure(examples: Sequence[Example], title: str = "") -> Figure:
+    """The picture of ``examples``: each image beside its objects and the predictions per column."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,11 +241,18 @@ def draw_examples(examples: Sequence[Example], out: str | Path, title: str = "")
             extra = example.extra.get(column, 0)
             if extra:
                 _draw_tokens(ax, x, 1.5 + 2 * len(objects), [(f"+{extra} extra predicted", _RED, True)])
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return fig
+
+
+def validation_figure(model: nn.Module, data: DataSplits, cfg: ClevrConfig, images: int = 2) -> Figure:
+    """The first ``images`` validation images with the predictions at the evaluation step count
+    (``Experiment.figure`` of CLEVR: TensorBoard's ``val/predictions``)."""
+    dataset = data.test
+    if not isinstance(dataset, CLEVRDataset):
+        raise ValueError(f"data.test must be the CLEVR validation split, got {type(dataset).__name__}")
+    iters = (inner_steps(cfg, None),)
+    examples = describe_examples(model, cfg, dataset, range(min(images, len(dataset))), iters)
+    return examples_figure(examples)
 
 
 def draw_checkpoint(

@@ -26,6 +26,7 @@ the right number of confident objects) and, over objects paired by position, ``a
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -45,7 +46,7 @@ from idspn_experiments.clevr.layout import (
 )
 from idspn_experiments.clevr.models import ClevrIDSPN
 from idspn_experiments.clevr.slot_attention import SlotAttentionPredictor, SlotMLPPredictor
-from idspn_experiments.engine.spec import Experiment, ModelEntry
+from idspn_experiments.engine.spec import DataSplits, Experiment, ModelEntry
 
 __all__ = [
     "CLEVR_MODELS",
@@ -207,6 +208,13 @@ def clevr_summarize(outputs: dict[str, Tensor], cfg: ClevrConfig) -> dict[str, f
     return metrics
 
 
+def predictions_figure(model: nn.Module, data: DataSplits, cfg: ClevrConfig) -> Any:
+    """TensorBoard's ``val/predictions``: ``clevr.figures.validation_figure`` (imported when drawn)."""
+    from idspn_experiments.clevr.figures import validation_figure
+
+    return validation_figure(model, data, cfg)
+
+
 CLEVR: Experiment[ClevrConfig] = Experiment(
     name="clevr",
     config_type=ClevrConfig,
@@ -216,5 +224,6 @@ CLEVR: Experiment[ClevrConfig] = Experiment(
     eval_step=clevr_eval_step,
     summarize=clevr_summarize,
     inner_steps=inner_steps,
+    figure=predictions_figure,
     description="CLEVR object property prediction (Section 4.3, Tables 3 and 7)",
 )

@@ -113,6 +113,7 @@ class TrainConfig:
     select_metric: str | None = "accuracy"  # validation metric that picks the reported model; None: last model
     select_mode: Literal["max", "min"] = "max"  # whether a larger or smaller select_metric is better
     num_workers: Annotated[int, AtLeast(0)] = 0  # DataLoader worker processes per rank
+    tensorboard: bool = False  # also write scalars (and pictures) to <run>/tensorboard (the tensorboard extra)
 
 
 @dataclass
@@ -361,11 +362,17 @@ def _deepcopy(cfg: C) -> C:
     return config_from_dict(type(cfg), config_to_dict(cfg))
 
 
+# Keys that change what a run logs, not what it computes: a run may resume with another value.
+LOGGING_KEYS = frozenset({"train.tensorboard"})
+
+
 def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts (for resume checks)."""
+    """Dotted keys whose values differ between two config dicts (for resume checks), ``LOGGING_KEYS`` aside."""
     keys = sorted(set(a) | set(b))
     out: list[str] = []
     for key in keys:
+        if prefix + key in LOGGING_KEYS:
+            continue
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
             out.extend(config_diff(va, vb, prefix + key + "."))

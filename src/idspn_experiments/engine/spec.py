@@ -93,4 +93,7 @@ class Experiment(Generic[C]):
     eval_step: Callable[[nn.Module, Batch, C, int], dict[str, Tensor]]  # per-example outputs of one batch
     summarize: Callable[[dict[str, Tensor], C], dict[str, float]] = mean_summary  # outputs -> metrics
     inner_steps: Callable[[C, int | None], int] = model_iters  # the inner-step schedule (step None: evaluation)
+    # (model, data, cfg) -> a matplotlib Figure of predictions on a few validation examples, drawn into
+    # TensorBoard at each validation when train.tensorboard is on; None: no picture
+    figure: Callable[[nn.Module, DataSplits, C], Any] | None = None
     description: str = ""  # one line for `idspn list`

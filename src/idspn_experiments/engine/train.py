@@ -44,6 +44,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 from tqdm import tqdm
 
+from idspn_experiments.engine.board import BoardLog
 from idspn_experiments.engine.checkpoint import (
     CorruptCheckpoint,
     capture_rng_state,
@@ -189,6 +190,18 @@ def train_step(
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------
+
+
+def _draw(experiment: Experiment[Any], model: nn.Module, data: DataSplits, cfg: ExperimentConfig) -> Any:
+    """``experiment.figure`` of the model, leaving the training RNG stream and mode as they were."""
+    assert experiment.figure is not None
+    was_training, rng = model.training, capture_rng_state()
+    try:
+        with torch.no_grad():
+            return experiment.figure(model, data, cfg)
+    finally:
+        restore_rng_state(rng)
+        model.train(was_training)
 
 
 def evaluate(
@@ -519,6 +532,7 @@ def _fit(
         log.reset(keep_until=None)
     if ctx.is_main:
         atomic_write_json(run_dir / "config.json", cfg_dict)
+    board = BoardLog(run_dir, enabled=t.tensorboard and ctx.is_main, start_step=step)
 
     train_model: nn.Module = model
     if ctx.distributed:
@@ -585,17 +599,22 @@ def _fit(
             group["lr"] = lr
         iters = experiment.inner_steps(cfg, step)
         tick = time.perf_counter()
-        logs = train_step(experiment, train_model, optimizer, _to_device(batch, ctx.device), cfg, iters)
+        with board.inner_diagnostics(model, step + 1):
+            logs = train_step(experiment, train_model, optimizer, _to_device(batch, ctx.device), cfg, iters)
         elapsed = time.perf_counter() - tick
         train_time += elapsed
         step += 1
         log.write(step, "train", {**logs, "lr": lr, "time_s": elapsed})
+        board.scalars("train", step, {**logs, "lr": lr})
         bar.update(1)
         postfix = {"loss": f"{logs['loss']:.4f}"}
 
         if data.val is not None and (step % t.eval_every == 0 or step == t.steps):
             val = evaluate(experiment, model, data.val, cfg, ctx, data.collate, desc="val", progress=progress)
             log.write(step, "val", val)
+            board.scalars("val", step, val)
+            if board.enabled and experiment.figure is not None:
+                board.figure("val/predictions", step, _draw(experiment, model, data, cfg))
             if select is not None:
                 if select not in val:
                     raise ValueError(
@@ -614,6 +633,7 @@ def _fit(
             save_last()
         if stop_at_step is not None and step >= stop_at_step and step < t.steps:
             bar.close()
+            board.close()
             ctx.barrier()
             return None
     bar.close()
@@ -629,6 +649,8 @@ def _fit(
     if data.test is not None:
         test = evaluate(experiment, model, data.test, cfg, ctx, data.collate, desc="test", progress=progress)
         log.write(step, "test", test)
+        board.scalars("test", step, test)
+    board.close()
     result = RunResult(
         experiment=experiment.name,
         config=cfg_dict,
