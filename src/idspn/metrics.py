@@ -31,7 +31,7 @@ result. A prediction whose coordinates are NaN or infinite is at no distance fro
 hits nothing, at any threshold.
 
 ``attribute_accuracy`` reads a low AP: how often the object count and each attribute group are
-right, objects paired by position.
+right, objects paired by their 3d positions (Hungarian matching).
 """
 
 import math
@@ -366,7 +366,7 @@ def image_average_precision(
 def attribute_accuracy(
     pred: Tensor, target: Tensor, layout: ObjectLayout, names: Sequence[str] | None = None
 ) -> dict[str, float]:
-    """Where the errors behind a low AP are: object counts and each attribute group, objects paired by position.
+    """Where the errors behind a low AP are: object counts and each attribute group, objects paired by 3d position.
 
     In every image the confidently predicted objects (presence > 0.5) and the present ground-truth
     objects are paired one-to-one with the least total 3d distance (Hungarian); objects left over

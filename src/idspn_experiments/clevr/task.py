@@ -19,7 +19,7 @@ Beside them the AP the original iDSPN code computed, which scored the paper's iD
 evaluation image, and ``first_image_ap_*``, the same over the first image of every batch of
 ``ORIGINAL_EVAL_BATCH`` (128) images only, the original's exact protocol. Alongside, to show which
 part of a prediction fails (:func:`idspn.metrics.attribute_accuracy`): ``acc_count`` (images with
-the right number of confident objects) and, over objects paired by position, ``acc_material``,
+the right number of confident objects) and, over objects paired by 3d position, ``acc_material``,
 ``acc_color``, ``acc_shape``, ``acc_size`` and ``acc_all``.
 """
 

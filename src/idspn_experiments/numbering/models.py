@@ -16,7 +16,7 @@ the output: the models only predict the ID, and the loss matches within classes.
   With FSPool they are exclusively multiset-equivariant. Outputs are points on the simplex
   (probabilities), the other models' outputs are logits.
 
-Widths, heads and layer counts follow the original experiment scripts (REFERENCE.md).
+Widths, heads and layer counts follow the original experiment scripts (davzha/multiset-equivariance).
 """
 
 from __future__ import annotations

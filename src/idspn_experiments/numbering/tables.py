@@ -1,6 +1,6 @@
 """Reproductions of Table 2 (Section 4.1) and Table 4 (Appendix E.1), with the published numbers.
 
-Hyperparameters per row follow the original experiment scripts (REFERENCE.md): DSPN/iDSPN and
+Hyperparameters per row follow the original experiment scripts (davzha/multiset-equivariance): DSPN/iDSPN and
 DeepSets have width 256, the transformers and the BiLSTM 64, all doubled for 8 classes; iDSPN uses
 Nesterov momentum 0.9 and inner gradient clipping at norm 40, DSPN neither. Columns are the
 training-set sizes 1x, 10x, 100x of the base size (640 in the paper). Every run uses the same

@@ -81,7 +81,7 @@ def test_build_data_sizes_follow_the_config():
 
 
 def _original_objective(model, z, y, y0):
-    """The original code's inner objective for one batch, written from its formula (REFERENCE.md):
+    """The original code's inner objective for one batch, written from its formula (docs/departures.md, row 3):
     ``0.5 * mse(g(Y), z).sum(0).mean() + 0.1 * 0.5 * mse(Y, Y0).sum(0).mean()``."""
     g = model.decoder.encoder(y)
     representation = 0.5 * (g - z).pow(2).sum(0).mean()
