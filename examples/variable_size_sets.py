@@ -11,7 +11,7 @@ dimension (1 = a point, 0 = padding), so an element is ``[x, y, presence]``.
   padding element learns presence 0 (its coordinates are pulled to the padding's zeros, which is
   harmless: they are dropped at read-out).
 
-    python examples/variable_size_sets.py            # a few minutes on 2 CPU cores
+    python examples/variable_size_sets.py            # about 4 minutes on 2 CPU cores
     python examples/variable_size_sets.py --smoke    # a few seconds
 """
 
@@ -64,8 +64,8 @@ def plot(target: Tensor, mask: Tensor, pred: Tensor, path: str) -> None:
         ax.scatter(*t[m, :2].T, s=90, facecolors="none", edgecolors="black", label="target")
         ax.scatter(*p.T, s=20, color="tab:red", label="prediction")
         ax.set(xlim=(-0.1, 1.1), ylim=(-0.1, 1.1), xticks=[], yticks=[], title=f"{int(m.sum())} point{'s' * (int(m.sum()) > 1)}")
-    axes.flat[0].legend(loc="lower left", fontsize=7)
-    fig.tight_layout()
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="upper center", ncol=2)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.savefig(path)
     print(f"wrote {path}")
 

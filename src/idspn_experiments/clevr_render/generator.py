@@ -4,7 +4,7 @@ The official generator (Johnson et al., 2017, facebookresearch/clevr-dataset-gen
 renders with Cycles. This module draws scenes with the same rules and writes the same files
 (``CLEVR_v1.0/images/{split}/CLEVR_{split}_%06d.png``, 480x320 RGBA, and
 ``CLEVR_v1.0/scenes/CLEVR_{split}_scenes.json`` with every v1.0 field), so
-:class:`~idspn_experiments.clevr.layout.CLEVRDataset` reads both. The image is a cheap stand-in for
+:class:`~idspn_experiments.clevr.data.CLEVRDataset` reads both. The image is a cheap stand-in for
 Cycles: ray-cast analytic shapes (spheres, cubes and upright cylinders, shaded with rounded edges)
 on a grey ground, lit by CLEVR's three lights with analytic soft shadows, ambient occlusion at the
 contact points, a matte rubber and a glossy metal that reflects its surroundings once, and a little
