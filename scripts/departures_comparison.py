@@ -12,9 +12,9 @@ docs/departures.md quotes:
 * autoencoding: iDSPN with momentum at n = d = 8, 20 iterations, 750 steps; held-out Huber loss.
 
 Runs are written to ``OUT/<task>/<variant>/seed<k>/`` and skipped when finished, so an interrupted
-probe continues where it stopped::
+comparison continues where it stopped::
 
-    python scripts/departures_probe.py --out results/departures --seeds 0 1 2
+    python scripts/departures_comparison.py --out results/departures --seeds 0 1 2
 """
 
 from __future__ import annotations
