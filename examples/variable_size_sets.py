@@ -63,7 +63,13 @@ def plot(target: Tensor, mask: Tensor, pred: Tensor, path: str) -> None:
     for ax, t, m, p in zip(axes.flat, target, mask, read_out(pred), strict=False):
         ax.scatter(*t[m, :2].T, s=90, facecolors="none", edgecolors="black", label="target")
         ax.scatter(*p.T, s=20, color="tab:red", label="prediction")
-        ax.set(xlim=(-0.1, 1.1), ylim=(-0.1, 1.1), xticks=[], yticks=[], title=f"{int(m.sum())} point{'s' * (int(m.sum()) > 1)}")
+        ax.set(
+            xlim=(-0.1, 1.1),
+            ylim=(-0.1, 1.1),
+            xticks=[],
+            yticks=[],
+            title=f"{int(m.sum())} point{'s' * (int(m.sum()) > 1)}",
+        )
     fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="upper center", ncol=2)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.savefig(path)
