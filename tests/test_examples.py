@@ -34,6 +34,7 @@ def test_variable_size_sets(tmp_path):
 def test_image_to_set(tmp_path):
     out = _run("image_to_set.py", tmp_path, "--data", "clevr")
     assert re.search(r"validation AP: AP_inf \d+\.\d, AP_1 \d+\.\d, AP_0.5 .* AP_0.125 \d+\.\d", out), out
+    assert re.search(r"validation accuracy: count \d+\.\d%, material .* all \d+\.\d%", out), out
     assert len(list((tmp_path / "clevr" / "CLEVR_v1.0" / "images" / "train").glob("*.png"))) == 8
 
 
