@@ -440,6 +440,31 @@ def test_compiled_numbering_decoder_equals_eager_forward_and_backward(how):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
+def test_many_compiled_decoders_in_one_process_each_compile_their_own_step():
+    """Decoders of other shapes and settings (the runs of a sweep in one worker, a test suite) each
+    compile their own step: none exhausts torch.compile's recompile limit, which counts per function."""
+    import torch._dynamo
+
+    z = torch.randn(2, L, dtype=torch.float64)
+    settings = [(3, 2, "fspool", 0.9), (5, 4, "sum", 0.0), (4, 3, "mean", 0.5)]
+    with torch._dynamo.config.patch(recompile_limit=2):  # the default is 8; smaller is quicker to hit
+        for seed, setting in enumerate(settings):  # one step shared by all decoders failed at the third
+            _compiled_equals_eager(seed, *setting, z)
+
+
+def _compiled_equals_eager(seed, n, d, pooling, momentum, z):
+    torch.manual_seed(seed)
+    enc = FSEncoder(set_dim=d, hidden_dim=8, latent_dim=L, set_size=n, pooling=pooling).double()
+    dec = IDSPN(enc, set_size=n, set_dim=d, iters=2, momentum=momentum, compile=True).double()
+    outputs = []
+    for mode in ("default", None):
+        dec.compile_mode = mode
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            outputs.append(dec(z))
+    torch.testing.assert_close(*outputs)
+
+
 class _SyncCounter(TorchDispatchMode):
     """Counts the ops that copy a tensor's value to the host (``.item()``, ``bool(tensor)``)."""
 

@@ -35,7 +35,10 @@ The file reads top-down: inner problem -> inner step and loop -> backward modes 
 
 from __future__ import annotations
 
+import functools
 import math
+import types
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -182,18 +185,31 @@ def final_step(
     return y_next, optimizer.project(y - optimizer.lr * grad)
 
 
-_COMPILED: dict[tuple[str, str], Callable[..., object]] = {}
-
-
 _Step = TypeVar("_Step", bound=Callable[..., Any])
 
+# Each decoder's compiled steps, dropped with the decoder (not copied with it by deepcopy or pickle).
+_COMPILED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, str], Callable[..., Any]]] = weakref.WeakKeyDictionary()
 
-def _compiled(function: _Step, mode: str) -> _Step:
-    """``torch.compile(function, fullgraph=True, mode=mode)``, made once per process."""
+
+def _own_copy(function: _Step) -> _Step:
+    """``function`` with a code object of its own.
+
+    ``torch.compile`` keeps its compiled graphs, and counts recompilations against its limit, per
+    code object; each decoder compiling its own copy gives it its own cache, so that many decoders
+    in one process (a sweep, a test suite) never exhaust the limit, and the graphs go with the decoder.
+    """
+    code = function.__code__.replace()
+    copy = types.FunctionType(code, function.__globals__, function.__name__, function.__defaults__)
+    return cast(_Step, functools.update_wrapper(copy, function))
+
+
+def _compiled(owner: nn.Module, function: _Step, mode: str) -> _Step:
+    """``torch.compile(function, fullgraph=True, mode=mode)``, made once per decoder."""
+    steps = _COMPILED.setdefault(owner, {})
     key = (function.__name__, mode)
-    if key not in _COMPILED:
-        _COMPILED[key] = torch.compile(function, fullgraph=True, mode=mode)
-    return cast(_Step, _COMPILED[key])
+    if key not in steps:
+        steps[key] = torch.compile(_own_copy(function), fullgraph=True, mode=mode)
+    return cast(_Step, steps[key])
 
 
 # --- backward modes ------------------------------------------------------------------------------
@@ -494,7 +510,7 @@ class IDSPN(nn.Module):
         return InnerProblem(self.encoder, z, init_set, fixed, self.reg)
 
     def _compiled_or_eager(self, function: _Step) -> _Step:
-        return function if self.compile_mode is None else _compiled(function, self.compile_mode)
+        return function if self.compile_mode is None else _compiled(self, function, self.compile_mode)
 
     def _run(self, problem: InnerProblem, y: Tensor, buf: Tensor | None, steps: int) -> tuple[Tensor, Tensor | None]:
         """``steps`` inner steps from ``(y, buf)``; differentiable iff grad mode is on (DSPN).
