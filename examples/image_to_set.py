@@ -9,7 +9,7 @@ accuracy of each attribute shows what the model has learned so far: the default 
 to start from, far too short for a good AP (docs/clevr.md: a CLEVR model needs many more scenes
 and steps).
 
-    python examples/image_to_set.py            # renders 500 scenes and trains: about 15 minutes on 2 cores
+    python examples/image_to_set.py            # renders 500 scenes, trains 800 steps: about 10 minutes on 2 cores
     python examples/image_to_set.py --smoke    # 12 scenes, a few steps
 """
 
