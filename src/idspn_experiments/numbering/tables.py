@@ -10,10 +10,12 @@ every 500 steps at batch size 128 for all three sizes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from idspn_experiments.numbering.models import NUMBERING_MODELS
 from idspn_experiments.numbering.task import NUMBERING
 from idspn_experiments.runs.plan import Reproduction, RunPlan
-from idspn_experiments.runs.results import PaperCell, ResultsTable, TableColumn, TableRow
+from idspn_experiments.runs.results import CellStats, PaperCell, ResultsTable, TableColumn, TableRow
 
 __all__ = ["TABLE2", "TABLE4", "numbering_plan"]
 
@@ -74,6 +76,46 @@ def _marks(model: str) -> tuple[str, str]:
     return ("✓" if entry.set_equivariant else "✗", "✓" if entry.multiset_equivariant else "✗")
 
 
+def table2_checks(stats: dict[tuple[str, str], CellStats]) -> list[str]:
+    """Section 4.1's claims on Table 2's cells, one line each: how many columns they hold in."""
+    columns = [c.key for c in _COLUMNS]
+
+    def mean(row: str, column: str) -> float | None:
+        cell = stats.get((row, column))
+        return None if cell is None else cell.mean
+
+    def holds(name: str, test: Callable[[str], bool | None], only: tuple[str, ...] | None = None) -> str:
+        verdicts = [v for v in (test(c) for c in only or columns) if v is not None]
+        mark = "✓" if verdicts and all(verdicts) else "✗"
+        return f"- {mark} {name}: holds in {sum(verdicts)} of {len(verdicts)} training-set sizes."
+
+    def compare(column: str, better: str, worse: tuple[str, ...]) -> bool | None:
+        top, others = mean(better, column), [mean(w, column) for w in worse]
+        if top is None or None in others:
+            return None
+        return all(top > v for v in others if v is not None)
+
+    def below(column: str, rows: tuple[str, ...], limit: float) -> bool | None:
+        values = [mean(r, column) for r in rows]
+        return None if None in values else all(v < limit for v in values if v is not None)
+
+    set_equivariant = ("deepsets", "transformer_no_pe")
+    return [
+        holds(
+            "set-equivariant models cannot number equal elements (DeepSets, Transformer without PE below 5 %)",
+            lambda c: below(c, set_equivariant, 5.0),
+        ),
+        holds("iDSPN above both set-equivariant models", lambda c: compare(c, "idspn", set_equivariant)),
+        holds("iDSPN above DSPN", lambda c: compare(c, "idspn", ("dspn",))),
+        holds(
+            "with the fewest training sets (1×), iDSPN above the order-dependent models (Transformer with PE "
+            "or random PE, BiLSTM)",
+            lambda c: compare(c, "idspn", ("transformer_pe", "transformer_random_pe", "bilstm")),
+            only=("1x",),
+        ),
+    ]
+
+
 def _cells(row: str, *published: tuple[float, float | None], digits: int = 1) -> dict[tuple[str, str], PaperCell]:
     return {(row, col.key): PaperCell(mean, std, digits) for col, (mean, std) in zip(_COLUMNS, published, strict=True)}
 
@@ -100,6 +142,7 @@ TABLE2 = Reproduction(
         columns=_COLUMNS,
         paper=_TABLE2_PAPER,
         mark_headers=("Set-equivariant", "Multiset-equivariant"),
+        checks=table2_checks,
     ),
     plan=lambda budget: numbering_plan(budget, [(m, m, 4, False) for m in _BASE_ROWS]),
     seeds=_SEEDS,

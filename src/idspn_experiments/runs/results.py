@@ -12,7 +12,7 @@ shows no std.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,8 @@ class ResultsTable:
     scale: float = 100.0  # multiplies our metric into the table's unit (fraction -> %)
     mark_headers: tuple[str, ...] = ()  # headers of TableRow.marks
     digits: int = 1  # decimals of our numbers
+    # the paper's qualitative claims checked on our cells: (cell stats) -> one markdown line per claim
+    checks: Callable[[dict[tuple[str, str], CellStats]], list[str]] | None = None
 
 
 @dataclass
@@ -178,6 +180,8 @@ def render_markdown(
                 ours_text += f" (n={ours.n})"
             cells += [ours_text, "-" if paper is None else paper.text()]
         lines.append("| " + " | ".join(cells) + " |")
+    if table.checks is not None and stats:
+        lines += ["", "## Claims of the paper at this budget", "", *table.checks(stats)]
 
     # time spent
     run_columns = list(dict.fromkeys(c.runs or c.key for c in table.columns))  # each run counted once
