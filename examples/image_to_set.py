@@ -28,14 +28,11 @@ from torchvision.models import resnet18
 
 from idspn import IDSPN, FSEncoder, hungarian_loss
 from idspn.metrics import ObjectLayout, attribute_accuracy, set_average_precision
+from idspn_experiments.clevr.layout import COLORS, MATERIALS, SHAPES, SIZES
 from idspn_experiments.clevr_render.generator import generate
 
-VALUES = {
-    "material": ["rubber", "metal"],
-    "color": ["cyan", "blue", "yellow", "purple", "red", "green", "gray", "brown"],
-    "shape": ["sphere", "cube", "cylinder"],
-    "size": ["large", "small"],
-}
+# The attribute vocabularies of CLEVR, in the order of the one-hot groups below.
+VALUES = {"material": MATERIALS, "color": COLORS, "shape": SHAPES, "size": SIZES}
 MAX_OBJECTS, DIM = 10, 19
 LAYOUT = ObjectLayout(
     coords=slice(0, 3),

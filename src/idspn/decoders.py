@@ -313,14 +313,13 @@ class InnerDiagnostics:
 @torch.no_grad()
 def diagnose(problem: InnerProblem, y: Tensor, iters: int) -> InnerDiagnostics:
     """The diagnostics of the set ``y`` that ``iters`` steps reached on ``problem``."""
-    y = y.detach()
-    grad = problem.grad(y)  # (B, N, D)
+    y, y0 = y.detach(), problem.init_set.detach()
     return InnerDiagnostics(
         iters=iters,
-        initial_objective=problem.value(problem.init_set.detach()),
+        initial_objective=problem.value(y0),
         final_objective=problem.value(y),
-        final_grad_norm=torch.linalg.vector_norm(grad, dim=(1, 2)),
-        distance=torch.linalg.vector_norm(y - problem.init_set.detach(), dim=(1, 2)),
+        final_grad_norm=torch.linalg.vector_norm(problem.grad(y), dim=(1, 2)),
+        distance=torch.linalg.vector_norm(y - y0, dim=(1, 2)),
     )
 
 

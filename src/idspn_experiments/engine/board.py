@@ -44,6 +44,7 @@ class BoardLog:
 
     def __init__(self, run_dir: Path, enabled: bool, start_step: int = 0) -> None:
         self.writer: Any = None
+        self._decoders: list[tuple[str, IDSPN]] | None = None
         if not enabled:
             return
         try:
@@ -76,8 +77,13 @@ class BoardLog:
     @contextmanager
     def inner_diagnostics(self, model: nn.Module, step: int) -> Iterator[None]:
         """Record the inner loops of ``model``'s decoders during the block; log them at ``step``."""
-        decoders = [(name, m) for name, m in model.named_modules() if isinstance(m, IDSPN)]
-        if self.writer is None or not decoders:
+        if self.writer is None:  # the training loop's path with logging off: nothing to do per step
+            yield
+            return
+        if self._decoders is None:  # the model's decoders, found once
+            self._decoders = [(name, m) for name, m in model.named_modules() if isinstance(m, IDSPN)]
+        decoders = self._decoders
+        if not decoders:
             yield
             return
         for _, decoder in decoders:

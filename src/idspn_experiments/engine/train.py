@@ -605,7 +605,8 @@ def _fit(
         train_time += elapsed
         step += 1
         log.write(step, "train", {**logs, "lr": lr, "time_s": elapsed})
-        board.scalars("train", step, {**logs, "lr": lr})
+        if board.enabled:
+            board.scalars("train", step, {**logs, "lr": lr})
         bar.update(1)
         postfix = {"loss": f"{logs['loss']:.4f}"}
 
