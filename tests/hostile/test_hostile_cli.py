@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import random
 from pathlib import Path
 
 import pytest
@@ -144,7 +144,7 @@ CASES = {
         r"checkpoint .*empty.pt.* \(0 bytes\) cannot be read",
     ),
     "eval-random-bytes": (
-        lambda tmp, capsys: ["eval", str(_write(tmp / "noise.pt", os.urandom(64).hex()))],
+        lambda tmp, capsys: ["eval", str(_write(tmp / "noise.pt", random.Random(0).randbytes(64).hex()))],
         r"checkpoint .*noise.pt.* cannot be read",
     ),
     "eval-foreign-checkpoint": (

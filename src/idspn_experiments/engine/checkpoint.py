@@ -11,9 +11,7 @@ naming it.
 from __future__ import annotations
 
 import os
-import pickle
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +54,9 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any], keep_pr
     atomic_write(path, write)
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of every file torch.save writes (its zip format)
+
+
 def load_checkpoint(
     path: str | os.PathLike[str], map_location: str | torch.device = "cpu", mmap: bool = False
 ) -> dict[str, Any]:
@@ -73,15 +74,28 @@ def load_checkpoint(
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     if not path.is_file():
         raise CorruptCheckpoint(f"checkpoint {str(path)!r} is a folder, not a checkpoint file")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except (EOFError, OSError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
-        size = path.stat().st_size
-        detail = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
-        raise CorruptCheckpoint(
+    size = path.stat().st_size
+
+    def unreadable(detail: str) -> CorruptCheckpoint:
+        return CorruptCheckpoint(
             f"checkpoint {str(path)!r} ({size} bytes) cannot be read: it is empty, truncated or not an idspn "
             f"checkpoint ({detail})"
-        ) from None
+        )
+
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(len(_ZIP_MAGIC))
+    except OSError as err:
+        raise unreadable(err.strerror or type(err).__name__) from None
+    if magic != _ZIP_MAGIC:  # torch.save writes a zip archive; anything else would go to the bare unpickler
+        raise unreadable("not a zip archive")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except MemoryError:
+        raise
+    except Exception as err:  # a damaged archive fails anywhere in the reader or the unpickler, with any type
+        detail = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
+        raise unreadable(detail) from None
     if not isinstance(state, dict):
         raise CorruptCheckpoint(f"checkpoint {str(path)!r} holds a {type(state).__name__}, not an idspn checkpoint")
     return state

@@ -1,8 +1,13 @@
+import io
 import random
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from idspn_experiments.engine.checkpoint import (
     CorruptCheckpoint,
@@ -75,3 +80,46 @@ def test_a_damaged_checkpoint_is_named_in_the_error(tmp_path, damage):
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+_BYTES = settings(max_examples=150, deadline=None, derandomize=True)
+
+
+def _load_or_corrupt(data: bytes) -> dict | None:
+    """Load ``data`` as a checkpoint file: its state, or None when it is named corrupt; anything else escapes."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "last.pt"
+        path.write_bytes(data)
+        try:
+            return load_checkpoint(path)
+        except CorruptCheckpoint as err:
+            assert "last.pt" in str(err) and "cannot be read" in str(err) or "holds a" in str(err), str(err)
+            return None
+
+
+@_BYTES
+@given(
+    data=st.one_of(
+        st.binary(max_size=256), st.text(max_size=128).map(str.encode), st.text("0123456789abcdef").map(str.encode)
+    )
+)
+def test_any_bytes_are_a_corrupt_checkpoint(data):
+    """Random bytes, text or hex go to no unpickler: they are named corrupt, whatever they hold."""
+    assert _load_or_corrupt(data) is None
+
+
+@_BYTES
+@given(position=st.floats(0, 1, exclude_max=True), value=st.integers(0, 255), cut=st.booleans())
+def test_a_checkpoint_damaged_anywhere_loads_or_is_named_corrupt(position, value, cut):
+    """One byte changed, or the file cut there: it loads (the change hit an unread byte) or it is
+    ``CorruptCheckpoint``; no other exception escapes the reader or the unpickler."""
+    buffer = io.BytesIO()
+    torch.save({"step": 3, "model": {"w": torch.arange(6.0)}, "best": {"value": None, "val": {}}}, buffer)
+    data = bytearray(buffer.getvalue())
+    at = int(position * len(data))
+    if cut:
+        del data[at:]
+    else:
+        data[at] = value
+    state = _load_or_corrupt(bytes(data))
+    assert state is None or isinstance(state, dict)
