@@ -34,6 +34,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ __all__ = [
     "evaluate",
     "fit",
     "load_run_result",
+    "hold_run_folder",
     "RunInUse",
 ]
 
@@ -323,6 +325,24 @@ class RunInUse(ValueError):
     """Another process holds the run folder (it is training that run)."""
 
 
+@contextmanager
+def hold_run_folder(run_dir: str | Path) -> Iterator[Path]:
+    """Hold ``run_dir/.lock`` for the ``with`` block, and clear the temporary files a killed writer left.
+
+    What is decided about a run (is it finished? train it) must be decided under this lock: a check
+    made before it can be stale by the time the lock is taken.
+
+    Raises:
+        RunInUse: another process holds the folder.
+    """
+    run_dir = Path(run_dir)
+    with exclusive_lock(run_dir / ".lock", wait=False) as held:
+        if not held:
+            raise RunInUse(f"run folder {run_dir} is in use by another process (it holds {run_dir / '.lock'})")
+        remove_temporaries(run_dir)
+        yield run_dir
+
+
 def _read_records(path: Path, notify: Callable[[str], None]) -> list[dict[str, Any]]:
     """The records of a metrics log; a torn last line (a kill mid-append) is dropped with a notice."""
     records = []
@@ -439,12 +459,12 @@ def fit(
     progress: bool = True,
     stop_at_step: int | None = None,
     notify: Callable[[str], None] = _stderr,
+    held: bool = False,
 ) -> RunResult | None:
     """Train, validate, select and test one run of ``experiment``.
 
-    One process writes a run folder at a time: it holds ``run_dir/.lock`` while it trains (a
-    second one is refused with ``RunInUse``), and removes the temporary files that a killed writer
-    left there before it starts.
+    One process writes a run folder at a time: it holds the folder (``hold_run_folder``) while it
+    trains, so a second one is refused with ``RunInUse``.
 
     Args:
         experiment: the registered experiment.
@@ -457,6 +477,7 @@ def fit(
         stop_at_step: stop (without saving anything extra) once this many steps are done and
             return None: simulates a killed run for resume tests.
         notify: where notices go (a resume without checkpoint, a torn log line, a fallback).
+        held: the caller holds the folder already (inside its own ``hold_run_folder`` block).
 
     Returns:
         The run's result, identical on every process; None when stopped by ``stop_at_step``.
@@ -472,12 +493,9 @@ def fit(
     check_config(cfg)
     run_dir = Path(run_dir)
     ctx = init_distributed(cfg.device)
-    if not ctx.is_main:  # rank 0 holds the folder for every process of a torchrun job
+    if held or not ctx.is_main:  # rank 0 holds the folder for every process of a torchrun job
         return _fit(experiment, cfg, run_dir, ctx, resume, progress, stop_at_step, notify)
-    with exclusive_lock(run_dir / ".lock", wait=False) as held:
-        if not held:
-            raise RunInUse(f"run folder {run_dir} is in use by another process (it holds {run_dir / '.lock'})")
-        remove_temporaries(run_dir)
+    with hold_run_folder(run_dir):
         return _fit(experiment, cfg, run_dir, ctx, resume, progress, stop_at_step, notify)
 
 

@@ -7,9 +7,10 @@ one budget (every planned run for every seed, each in its folder ``OUT/runs/<id>
   so running the same command again finishes only the missing runs;
 * continues an unfinished run from its last checkpoint (``fit(resume=True)``: a resumed run ends
   exactly like an uninterrupted one);
-* trains each run under the run folder's lock (``fit`` holds ``runs/<id>/.lock``), so two
-  processes sharing ``OUT`` never train the same run: a run held elsewhere is reported and left
-  to its holder, and each process goes on with the others;
+* decides and trains each run under the run folder's lock (``hold_run_folder`` holds
+  ``runs/<id>/.lock`` while it checks that the run is unfinished and trains it), so two processes
+  sharing ``OUT`` never train the same run: a run held elsewhere is reported and left to its
+  holder, a run finished elsewhere a moment ago is skipped, and each process goes on with the others;
 * executes the missing runs in this process (``workers=1``, the default), in a pool of
   ``workers`` local processes with ``cores // workers`` torch threads each, longest first
   (``Reproduction.cost``), or as a SLURM job array through submitit (``executor="slurm"``, an
@@ -46,7 +47,7 @@ from idspn_experiments.engine.checkpoint import CorruptCheckpoint, load_checkpoi
 from idspn_experiments.engine.config import config_from_dict
 from idspn_experiments.engine.distributed import is_main_process
 from idspn_experiments.engine.io import atomic_write_json, atomic_write_text, exclusive_lock, writable_folder
-from idspn_experiments.engine.train import RunInUse, RunResult, fit, load_run_result
+from idspn_experiments.engine.train import RunInUse, RunResult, fit, hold_run_folder, load_run_result
 from idspn_experiments.runs.plan import PlannedRun, Reproduction, finished_run, plan_runs, run_record
 from idspn_experiments.runs.results import RunRecord, format_duration, write_results
 
@@ -111,12 +112,13 @@ def execute_run(task: RunTask) -> RunOutcome:
     run_dir = Path(task.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        done = load_run_result(run_dir)
-        if done is not None:
-            return RunOutcome("skipped", done.to_dict(), 0, time.perf_counter() - started)
-        resumed_from = _checkpoint_step(run_dir)
-        started_before = (run_dir / "last.pt").exists() or previous_checkpoint(run_dir / "last.pt").exists()
-        result = fit(experiment, cfg, run_dir, resume=started_before, progress=task.progress)
+        with hold_run_folder(run_dir):  # a run that another process finished a moment ago is seen as finished
+            done = load_run_result(run_dir)
+            if done is not None:
+                return RunOutcome("skipped", done.to_dict(), 0, time.perf_counter() - started)
+            resumed_from = _checkpoint_step(run_dir)
+            started_before = (run_dir / "last.pt").exists() or previous_checkpoint(run_dir / "last.pt").exists()
+            result = fit(experiment, cfg, run_dir, resume=started_before, progress=task.progress, held=True)
     except RunInUse:
         return RunOutcome("busy", None, 0, time.perf_counter() - started)
     except Exception as err:  # a failed run must not stop the others; the next call retries it

@@ -1,3 +1,4 @@
+import contextlib
 import dataclasses
 import json
 import os
@@ -107,6 +108,31 @@ def test_a_locked_run_is_left_to_its_holder(tmp_path):
     assert status[runs[2].id] == "busy" and list(status.values()).count("finished") == 3
     log.clear()
     assert len(_sweep(tmp_path, log)) == 4 and "1 to run" in log[0]
+
+
+def test_a_run_finished_elsewhere_just_before_its_lock_is_taken_is_skipped(tmp_path, monkeypatch):
+    """Whether a run is finished is read under the run's lock: a process that finishes the run
+    between another's planning and its lock does not get the run trained a second time."""
+    run = plan_runs(AUTOENCODING_REPRODUCTION, "smoke", rows=ROWS)[0]
+    task = _task(run, tmp_path)
+    experiment = get_experiment("autoencoding")
+    real_hold, real_result = executors.hold_run_folder, executors.load_run_result
+
+    @contextlib.contextmanager
+    def finished_meanwhile(run_dir):
+        fit(experiment, config_from_dict(experiment.config_type, run.config), run_dir, progress=False)
+        with real_hold(run_dir) as held:
+            yield held
+
+    def result_under_the_lock(run_dir):
+        with exclusive_lock(Path(run_dir) / ".lock", wait=False) as free:
+            assert not free, "the run's result was read without holding its lock"
+        return real_result(run_dir)
+
+    monkeypatch.setattr(executors, "hold_run_folder", finished_meanwhile)
+    monkeypatch.setattr(executors, "load_run_result", result_under_the_lock)
+    outcome = execute_run(task)
+    assert outcome.status == "skipped" and outcome.result == load_run_result(task.run_dir).to_dict()
 
 
 def test_a_failed_run_is_reported_and_retried(tmp_path, monkeypatch):
