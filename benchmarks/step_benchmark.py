@@ -321,10 +321,25 @@ def peak_memory(config: str, device: torch.device) -> float:
     return value / 2**20
 
 
-def inner_step_rates(task: str, device: torch.device, rounds: int) -> dict[str, float]:
-    """Milliseconds of one no-grad inner step (eager, compiled) and of its matrix products alone."""
-    from idspn.decoders import inner_step
+@dataclass
+class InnerState:
+    """One no-grad inner step's inputs at a task's shapes: the problem, an iterate and its momentum."""
 
+    setup: Setup
+    problem: Any  # idspn.decoders.InnerProblem
+    y: torch.Tensor  # (B, N, D)
+    buf: torch.Tensor  # (B, N, D)
+
+    def matrix_products(self, device: torch.device) -> Callable[[], object]:
+        """The step's four matrix products alone, on random operands of their shapes."""
+        mats = [
+            (torch.randn(r, i, device=device), torch.randn(i, o, device=device)) for r, i, o in self.setup.inner_shapes
+        ]
+        return lambda: [a @ b for a, b in mats]
+
+
+def inner_state(task: str, device: torch.device) -> InnerState:
+    """The inner problem of ``task``'s decoder on a random encoding, at a random feasible iterate."""
     setup = build(f"{task}/approx/20", device, "eager")
     decoder = setup.decoder
     n, d, latent = decoder.set_size, decoder.set_dim, decoder.encoder.latent_dim
@@ -333,28 +348,40 @@ def inner_step_rates(task: str, device: torch.device, rounds: int) -> dict[str, 
     fixed = None
     if decoder.fixed_dim:
         fixed = F.one_hot(torch.randint(0, decoder.fixed_dim, (BATCH, n), device=device), decoder.fixed_dim).float()
-    problem = decoder.problem(z, y0, fixed)
-    buf = torch.zeros_like(y0)
-    compiled = torch.compile(inner_step, fullgraph=True)
-    mats = [(torch.randn(r, i, device=device), torch.randn(i, o, device=device)) for r, i, o in setup.inner_shapes]
-    parts: dict[str, Callable[[], object]] = {
-        "eager inner step": lambda: inner_step(problem, decoder.optimizer, y0, buf),
-        "compiled inner step": lambda: compiled(problem, decoder.optimizer, y0, buf),
-        "matrix products": lambda: [a @ b for a, b in mats],
-    }
+    return InnerState(setup, decoder.problem(z, y0, fixed), y0, torch.zeros_like(y0))
+
+
+def time_parts(parts: dict[str, Callable[[], object]], device: torch.device, rounds: int) -> dict[str, float]:
+    """Median milliseconds of each no-grad callable, after two warm-up calls, timed in turn (order rotated)."""
     times: dict[str, list[float]] = {name: [] for name in parts}
     with torch.no_grad():
         for fn in parts.values():
             fn(), fn()  # warm-up and compilation
         names = list(parts)
-        for round_ in range(rounds * 5):
-            for name in names[round_ % 3 :] + names[: round_ % 3]:
+        for round_ in range(rounds):
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
                 _sync(device)
                 start = time.perf_counter()
                 parts[name]()
                 _sync(device)
                 times[name].append(time.perf_counter() - start)
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
+def inner_step_rates(task: str, device: torch.device, rounds: int) -> dict[str, float]:
+    """Milliseconds of one no-grad inner step (eager, compiled) and of its matrix products alone."""
+    from idspn.decoders import inner_step
+
+    state = inner_state(task, device)
+    optimizer = state.setup.decoder.optimizer
+    compiled = torch.compile(inner_step, fullgraph=True)
+    parts: dict[str, Callable[[], object]] = {
+        "eager inner step": lambda: inner_step(state.problem, optimizer, state.y, state.buf),
+        "compiled inner step": lambda: compiled(state.problem, optimizer, state.y, state.buf),
+        "matrix products": state.matrix_products(device),
+    }
+    return time_parts(parts, device, rounds * 5)
 
 
 # --- the report -------------------------------------------------------------------------------------

@@ -1,0 +1,129 @@
+"""Where the time of one no-grad inner step goes, part by part, eager and compiled.
+
+At the shapes of ``step_benchmark.py`` (batch 128; autoencoding n = d = 8 with hidden 512;
+numbering n = 64 with 68 -> 256 -> 256 and the simplex projection), each part of the inner step is
+timed alone, eagerly and compiled with ``torch.compile(fullgraph=True)``, all in turn in one process:
+
+* ``inner step``: the whole step (``idspn.decoders.inner_step``), as ``IDSPN`` runs it;
+* ``matrix products``: its four matrix products alone (what the FLOP rate is measured against);
+* ``duplicate index``: the exact duplicates among the encoder's input rows (``ranking.duplicate_index``);
+* ``ranks``: the stable descending ranks of the element features (``ranking.descending_ranks``);
+* ``pool weights``: FSPool's weight of every element: duplicates, canonical keys, ranks and lookup
+  (``FSPool.element_weights``);
+* ``projection``: the simplex projection of the iterate (numbering only).
+
+The parts overlap (pool weights include ranks and the duplicate index) and, compiled inside the step,
+are fused with each other, so they do not add up to the step; what they show is the cost of each
+kind of work at these shapes, and so what bounds the step's FLOP rate: with a step at rate ``r``,
+everything but the matrix products must fit in ``matrix products * (1 / r - 1)``.
+
+Usage::
+
+    python benchmarks/inner_step_parts.py [--tasks autoencoding numbering] [--rounds 30] [--out FILE.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_benchmark import TASKS, inner_state, machine_label, time_parts  # noqa: E402
+
+RATE_TARGETS = {"autoencoding": 0.85, "numbering": 0.70}  # the FLOP rates the compiled step aims at
+
+
+def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]:
+    """The callables to time for ``task``: each part eagerly and compiled, and the matrix products."""
+    from idspn.decoders import inner_step
+    from idspn.projections import project_simplex
+    from idspn.ranking import descending_ranks, duplicate_index
+
+    state = inner_state(task, device)
+    problem, optimizer = state.problem, state.setup.decoder.optimizer
+    encoder = problem.encoder
+    x = state.y if problem.fixed is None else torch.cat([problem.fixed, state.y], dim=-1)  # (B, N, F + D)
+    with torch.no_grad():
+        h = encoder.lin2(encoder.lin1(x).relu())  # (B, N, L)
+    duplicates = duplicate_index(x)
+
+    kinds: dict[str, Callable[[], object]] = {
+        "inner step": lambda: inner_step(problem, optimizer, state.y, state.buf),
+        "duplicate index": lambda: duplicate_index(x),
+        "ranks": lambda: descending_ranks(h),
+        "pool weights": lambda: encoder.pool.element_weights(h, None, duplicates),
+    }
+    if optimizer.projection is not None:
+        kinds["projection"] = lambda: project_simplex(state.y)
+    parts: dict[str, Callable[[], object]] = {"matrix products": state.matrix_products(device)}
+    for name, fn in kinds.items():
+        parts[f"{name}, eager"] = fn
+        parts[f"{name}, compiled"] = torch.compile(fn, fullgraph=True)
+    return parts
+
+
+def report(task: str, ms: dict[str, float]) -> list[str]:
+    matmul = ms["matrix products"]
+    step = ms["inner step, compiled"]
+    target = RATE_TARGETS[task]
+    lines = [
+        f"### {task}",
+        "",
+        "| part | eager ms | compiled ms | compiled / matrix products |",
+        "| --- | --- | --- | --- |",
+        f"| matrix products | {matmul:.2f} | - | 1.00 |",
+    ]
+    for name in [k.removesuffix(", eager") for k in ms if k.endswith(", eager")]:
+        eager, compiled = ms[f"{name}, eager"], ms[f"{name}, compiled"]
+        lines.append(f"| {name} | {eager:.2f} | {compiled:.2f} | {compiled / matmul:.2f} |")
+    lines += [
+        "",
+        f"- compiled step's FLOP rate: {100 * matmul / step:.0f}% (target {100 * target:.0f}%)",
+        f"- time for everything but the matrix products at the target rate: {matmul * (1 / target - 1):.2f} ms; "
+        f"in the compiled step now: {step - matmul:.2f} ms",
+        "",
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--rounds", type=int, default=30, help="timed calls of every part (median)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, help="also write the report to this markdown file")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    lines = [
+        f"# Inner step by parts, {datetime.date.today().isoformat()}",
+        "",
+        f"Machine: {machine_label(device)}; torch {torch.__version__}, {args.threads} threads, batch 128, "
+        f"median of {args.rounds} calls. Command: `python benchmarks/inner_step_parts.py "
+        f"--tasks {' '.join(args.tasks)} --rounds {args.rounds}`",
+        "",
+    ]
+    for task in args.tasks:
+        torch.manual_seed(0)
+        ms = time_parts(parts_of(task, device), device, args.rounds)
+        lines += report(task, ms)
+    text = "\n".join(lines)
+    print(text)
+    if args.out is not None:
+        tmp = args.out.with_name(f".{args.out.name}.{os.getpid()}.tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
