@@ -18,7 +18,7 @@ def _with_ties(shape):
     return torch.where(torch.rand(shape) < 0.2, torch.tensor(-0.0), x)
 
 
-# Sets of 1, 5 and 16 (pairwise comparisons in eager mode on CPU) and 17, 40, 64 (sorting).
+# Sets of 1, 5 and 16 (counted in eager mode on CPU) and 17, 40, 64 (sorted).
 @pytest.mark.parametrize("n", [1, 5, 16, 17, 40, 64])
 def test_ranks_are_the_stable_descending_order(n):
     x = _with_ties((3, n, 7))

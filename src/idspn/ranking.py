@@ -19,8 +19,8 @@ tested against ``torch.sort(stable=True)``):
 
 * under ``torch.compile``, by counting pairwise comparisons, which inductor fuses into one pass
   over the set without materialising the pairs (up to ``COUNTING_MAX_COMPILED`` elements);
-* eagerly on CPU for short sets (up to ``COUNTING_MAX_EAGER``), by the same count written as one
-  comparison per pair of positions (no sort, no ``(N, N)`` intermediate);
+* eagerly on CPU for short sets (up to ``COUNTING_MAX_EAGER``), by the same count, one element
+  against the rest of its set at a time (no sort, no ``(N, N)`` intermediate);
 * otherwise by a stable ``torch.sort``.
 
 No gradient flows through a rank: ranks are piecewise constant in the features (Eq. 11), so the
@@ -41,7 +41,7 @@ __all__ = [
     "lookup_by_rank",
 ]
 
-COUNTING_MAX_EAGER = 16  # eager CPU: longest set ranked by one comparison per pair of positions
+COUNTING_MAX_EAGER = 16  # eager CPU: longest set ranked by counting, one element at a time
 COUNTING_MAX_COMPILED = 128  # compiled: longest set ranked by fused pairwise counting
 
 _WORD = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int32}  # integer view of each float size
@@ -134,30 +134,27 @@ def _ranks_by_counting(x: Tensor) -> Tensor:
     return precedes.to(x.dtype).sum(2).long()  # (B, N, L)
 
 
-def _ranks_by_pairs(x: Tensor) -> Tensor:
-    """``_ranks_by_counting`` for short sets in eager mode: one comparison per pair of positions.
+def _ranks_by_elements(x: Tensor) -> Tensor:
+    """``_ranks_by_counting`` for short sets in eager mode, one element at a time.
 
-    Position i precedes j > i iff ``x_i >= x_j``, so each pair adds one to exactly one of the two
-    ranks; ``N (N - 1) / 2`` comparisons of ``(B, L)`` slices, no ``(N, N)`` intermediate. Out of
-    place throughout, so that ``torch.func.vmap`` can batch it.
+    Element n's rank counts the earlier elements at least as large and the later ones larger: one
+    comparison of ``x_n`` with the rest of the set and one sum per element, ``N`` small kernels
+    instead of ``N^2`` and no ``(B, N, N, L)`` intermediate. Out of place throughout, so that
+    ``torch.func.vmap`` can batch it.
     """
-    n = x.shape[1]
-    counts: list[Tensor | int] = [0] * n
-    for i in range(n):
-        for j in range(i + 1, n):
-            first = x[:, i] >= x[:, j]  # (B, L)
-            counts[j] = counts[j] + first
-            counts[i] = counts[i] + ~first
-    if n == 1:
-        return torch.zeros(x.shape, dtype=torch.int64, device=x.device)
-    return torch.stack(counts, dim=1)  # type: ignore[arg-type]  # (B, N, L) int64
+    ranks = []
+    for n in range(x.shape[1]):
+        this = x[:, n : n + 1]  # (B, 1, L)
+        precedes = torch.cat([x[:, :n] >= this, x[:, n + 1 :] > this], dim=1)  # (B, N - 1, L)
+        ranks.append(precedes.sum(1))
+    return torch.stack(ranks, dim=1)  # (B, N, L) int64
 
 
 def _by_sorting(x: Tensor) -> Tensor:
     """Permutation that stably sorts dim 1 of ``(B, N, L)`` in descending order.
 
-    The sort runs on a ``(B, L, N)`` copy, each set contiguous: a fifth less time than sorting the
-    strided dim in place at the numbering task's shapes (``benchmarks/inner_step_parts.py``).
+    The sort runs on a ``(B, L, N)`` copy with each set contiguous, which is faster than sorting
+    along the strided set dim in place (``benchmarks/inner_step_parts.py`` times the eager ranks).
     """
     rows = x.transpose(1, 2).contiguous()  # (B, L, N)
     return torch.sort(rows, dim=2, descending=True, stable=True).indices.transpose(1, 2)  # (B, N, L)
@@ -186,7 +183,7 @@ def _as_sets(x: Tensor, dim: int) -> Tensor:
 def _ranks(keys: Tensor) -> Tensor:
     """Stable descending ranks along dim 1 of ``(B, N, L)``, by whichever way suits the context."""
     if keys.shape[1] <= _counting_max(keys):
-        return _ranks_by_counting(keys) if torch.compiler.is_compiling() else _ranks_by_pairs(keys)
+        return _ranks_by_counting(keys) if torch.compiler.is_compiling() else _ranks_by_elements(keys)
     perm = _by_sorting(keys)
     positions = torch.arange(keys.shape[1], device=keys.device).view(1, -1, 1).expand_as(perm)
     return torch.zeros_like(perm).scatter(1, perm, positions)
