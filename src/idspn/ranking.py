@@ -41,7 +41,7 @@ __all__ = [
     "lookup_by_rank",
 ]
 
-COUNTING_MAX_EAGER = 16  # eager CPU: longest set ranked by counting, one element at a time
+COUNTING_MAX_EAGER = 16  # eager CPU: longest set ranked by counting, one element at a time (at most 256)
 COUNTING_MAX_COMPILED = 128  # compiled: longest set ranked by fused pairwise counting
 
 _WORD = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int32}  # integer view of each float size
@@ -146,8 +146,8 @@ def _ranks_by_elements(x: Tensor) -> Tensor:
     for n in range(x.shape[1]):
         this = x[:, n : n + 1]  # (B, 1, L)
         precedes = torch.cat([x[:, :n] >= this, x[:, n + 1 :] > this], dim=1)  # (B, N - 1, L)
-        ranks.append(precedes.sum(1))
-    return torch.stack(ranks, dim=1)  # (B, N, L) int64
+        ranks.append(precedes.sum(1, dtype=torch.uint8))  # counts below COUNTING_MAX_EAGER: no int64 copy
+    return torch.stack(ranks, dim=1).long()  # (B, N, L)
 
 
 def _by_sorting(x: Tensor) -> Tensor:
