@@ -141,22 +141,31 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from idspn_experiments.engine import train
     from idspn_experiments.engine.checkpoint import previous_checkpoint
     from idspn_experiments.engine.config import load_config, read_preset
     from idspn_experiments.engine.io import writable_folder
-    from idspn_experiments.engine.train import fit
     from idspn_experiments.registry import get_experiment
 
     experiment = get_experiment(read_preset(args.preset)["experiment"])
     cfg = load_config(experiment.config_type, args.preset, args.overrides)
     default = Path("runs") / Path(args.preset).stem / f"seed{cfg.seed}"
     out = writable_folder(default if args.out is None else args.out, "--out")
-    held = [p.name for p in (out / "last.pt", previous_checkpoint(out / "last.pt")) if p.exists()]
-    if not args.resume and held:
-        raise ValueError(
-            f"{out} already holds a run ({', '.join(held)}): pass --resume to continue it or choose another --out"
-        )
-    result = fit(experiment, cfg, out, resume=args.resume, progress=not args.no_progress)
+
+    def check_fresh() -> None:
+        held = [p.name for p in (out / "last.pt", previous_checkpoint(out / "last.pt")) if p.exists()]
+        if not args.resume and held:
+            raise ValueError(
+                f"{out} already holds a run ({', '.join(held)}): pass --resume to continue it or choose another --out"
+            )
+
+    check_fresh()  # on every process of a torchrun job, so that all of them stop alike
+    if not _is_main():
+        result = train.fit(experiment, cfg, out, resume=args.resume, progress=not args.no_progress)
+    else:
+        with train.hold_run_folder(out):  # checked again under the lock: a run started meanwhile is not overwritten
+            check_fresh()
+            result = train.fit(experiment, cfg, out, resume=args.resume, progress=not args.no_progress, held=True)
     assert result is not None
     summary = {
         "run_dir": str(out),

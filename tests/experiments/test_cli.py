@@ -1,8 +1,11 @@
 import argparse
+import contextlib
 import json
+from pathlib import Path
 
 from idspn_experiments import registry
 from idspn_experiments.cli import main
+from idspn_experiments.engine import train as train_module
 from idspn_experiments.registry import DataCommand
 
 
@@ -39,6 +42,24 @@ def test_train_then_eval_reproduces_the_test_metrics(tmp_path, capsys):
     # an existing run is not silently overwritten
     assert main(["train", "numbering-smoke", "model.name=bilstm", "--out", str(run), "--no-progress"]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_a_run_started_elsewhere_before_the_lock_is_taken_is_not_overwritten(tmp_path, capsys, monkeypatch):
+    """``train`` checks for an earlier run again under the folder's lock: a run another process began
+    between the first check and the lock is refused, not overwritten."""
+    run = tmp_path / "run"
+    real_hold = train_module.hold_run_folder
+
+    @contextlib.contextmanager
+    def started_meanwhile(run_dir):
+        (Path(run_dir) / "last.pt").write_bytes(b"another process's checkpoint")
+        with real_hold(run_dir) as held:
+            yield held
+
+    monkeypatch.setattr(train_module, "hold_run_folder", started_meanwhile)
+    assert main(["train", "numbering-smoke", "model.name=bilstm", "--out", str(run), "--no-progress"]) == 2
+    assert "already holds a run (last.pt)" in capsys.readouterr().err
+    assert (run / "last.pt").read_bytes() == b"another process's checkpoint" and not (run / "metrics.jsonl").exists()
 
 
 def test_overrides_are_checked(tmp_path, capsys):
