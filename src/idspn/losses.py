@@ -9,6 +9,7 @@ mask, whatever padded elements hold (inf, NaN, garbage) changes neither the matc
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -109,27 +110,20 @@ def _check(
             )
 
 
-def _check_group_counts(pred_groups: Tensor, target_groups: Tensor, mask: Tensor | None) -> None:
-    """Every example must hold as many present predictions as targets of each group."""
+def _group_count_mismatch(pred_groups: Tensor, target_groups: Tensor, mask: Tensor | None) -> str | None:
+    """Why no same-group matching exists: the first example and group whose present predictions and
+    targets differ in number, or None. Read only after a matching failed (host syncs, Python loop)."""
     present = torch.ones_like(pred_groups, dtype=torch.bool) if mask is None else mask
-    if not bool(present.any()):
-        return
-    both = torch.cat([pred_groups[present], target_groups[present]])
-    low, bins = int(both.min()), int(both.max() - both.min()) + 1
-    batch = torch.arange(pred_groups.shape[0], device=pred_groups.device).unsqueeze(1).expand_as(pred_groups)
-    size = pred_groups.shape[0] * bins
-    counts = [
-        torch.bincount((batch * bins + g - low)[present], minlength=size).view(-1, bins)
-        for g in (pred_groups, target_groups)
-    ]  # (B, groups) each
-    differ = counts[0] != counts[1]
-    if bool(differ.any()):
-        b, group = (int(i) for i in differ.nonzero()[0])
-        raise ValueError(
-            f"pred_groups and target_groups of example {b} must hold each group equally often (only "
-            f"same-group elements are matched); group {group + low} has {int(counts[0][b, group])} "
-            f"predictions and {int(counts[1][b, group])} targets"
-        )
+    for b in range(pred_groups.shape[0]):
+        counts = [Counter(g[b][present[b]].tolist()) for g in (pred_groups, target_groups)]
+        for group in sorted(counts[0].keys() | counts[1].keys()):
+            if counts[0][group] != counts[1][group]:
+                return (
+                    f"pred_groups and target_groups of example {b} must hold each group equally often (only "
+                    f"same-group elements are matched); group {group} has {counts[0][group]} "
+                    f"predictions and {counts[1][group]} targets"
+                )
+    return None
 
 
 def _present(x: Tensor, mask: Tensor | None) -> Tensor:
@@ -167,8 +161,6 @@ def hungarian_match(
         ``(B, N)`` long: index of the target matched to each prediction.
     """
     _check(pred, target, mask, pred_groups, target_groups)
-    if pred_groups is not None and target_groups is not None:
-        _check_group_counts(pred_groups, target_groups, mask)
     pred, target = _present(pred.detach(), mask).double(), _present(target.detach(), mask).double()
     _check_finite(pred, target)
     cost = _resolve(pairwise).cost(pred, target)  # (B, N, N) float64
@@ -178,7 +170,15 @@ def hungarian_match(
         both = mask.unsqueeze(2) & mask.unsqueeze(1)
         neither = ~mask.unsqueeze(2) & ~mask.unsqueeze(1)
         cost = cost.masked_fill(~both, float("inf")).masked_fill(neither, 0.0)
-    return batched_assignment(cost)
+    try:
+        return batched_assignment(cost)
+    except ValueError:
+        mismatch = None
+        if pred_groups is not None and target_groups is not None:
+            mismatch = _group_count_mismatch(pred_groups, target_groups, mask)
+        if mismatch is None:
+            raise
+        raise ValueError(mismatch) from None
 
 
 def hungarian_loss(
