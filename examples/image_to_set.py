@@ -16,47 +16,23 @@ and steps).
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
 from torchvision.models import resnet18
 
 from idspn import IDSPN, FSEncoder, hungarian_loss
-from idspn.metrics import ObjectLayout, attribute_accuracy, set_average_precision
-from idspn_experiments.clevr.layout import COLORS, MATERIALS, SHAPES, SIZES
+from idspn.metrics import attribute_accuracy, set_average_precision
+from idspn_experiments.clevr.data import CLEVRDataset
+from idspn_experiments.clevr.layout import AP_THRESHOLDS, ATTRIBUTES, LAYOUT, MAX_OBJECTS, SET_DIM
 from idspn_experiments.clevr_render.generator import generate
-
-# The attribute vocabularies of CLEVR, in the order of the one-hot groups below.
-VALUES = {"material": MATERIALS, "color": COLORS, "shape": SHAPES, "size": SIZES}
-MAX_OBJECTS, DIM = 10, 19
-LAYOUT = ObjectLayout(
-    coords=slice(0, 3),
-    attributes=(slice(3, 5), slice(5, 13), slice(13, 16), slice(16, 18)),
-    presence=18,
-    coord_scale=3.0,
-)  # coordinates are stored divided by 3
-
-
-def object_vector(obj: dict) -> list[float]:
-    onehots = [[float(obj[key] == v) for v in values] for key, values in VALUES.items()]
-    return [c / 3 for c in obj["3d_coords"]] + sum(onehots, []) + [1.0]
 
 
 def load_split(root: Path, split: str, image_size: int) -> tuple[Tensor, Tensor]:
-    """Images ``(B, 3, S, S)`` in [0, 1] and padded object sets ``(B, 10, 19)`` of one split."""
-    scenes = json.loads((root / "scenes" / f"CLEVR_{split}_scenes.json").read_text())["scenes"]
-    images, sets = [], torch.zeros(len(scenes), MAX_OBJECTS, DIM)
-    for i, scene in enumerate(scenes):
-        with Image.open(root / "images" / split / scene["image_filename"]) as image:
-            images.append(np.asarray(image.convert("RGB").resize((image_size, image_size), Image.BILINEAR)))
-        for j, obj in enumerate(scene["objects"]):
-            sets[i, j] = torch.tensor(object_vector(obj))
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255, sets
+    """Images ``(B, 3, S, S)`` in [0, 1] and padded object sets ``(B, 10, 19)`` of one split, all in memory."""
+    images, sets = zip(*CLEVRDataset(root, split, image_size), strict=True)
+    return torch.stack(images), torch.stack(sets)
 
 
 class ImageToSet(nn.Module):
@@ -65,8 +41,8 @@ class ImageToSet(nn.Module):
     def __init__(self, latent: int = 256, iters: int = 10) -> None:
         super().__init__()
         self.backbone = resnet18(weights=None, num_classes=latent)  # any torchvision classifier: z = its output
-        g = FSEncoder(DIM, hidden_dim=256, latent_dim=latent, set_size=MAX_OBJECTS)
-        self.head = IDSPN(g, set_size=MAX_OBJECTS, set_dim=DIM, iters=iters, lr=1.0, momentum=0.9, grad_clip=10.0)
+        g = FSEncoder(SET_DIM, hidden_dim=256, latent_dim=latent, set_size=MAX_OBJECTS)
+        self.head = IDSPN(g, set_size=MAX_OBJECTS, set_dim=SET_DIM, iters=iters, lr=1.0, momentum=0.9, grad_clip=10.0)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.backbone(images))
@@ -105,9 +81,10 @@ def main() -> None:
     model.eval()
     with torch.no_grad():
         pred = torch.cat([model(x) for x in val_x.split(50)])
-    ap = set_average_precision(pred, val_y, LAYOUT, thresholds=(math.inf, 1.0, 0.5, 0.25, 0.125))
+    ap = set_average_precision(pred, val_y, LAYOUT, thresholds=AP_THRESHOLDS[:5])
     print("validation AP: " + ", ".join(f"AP_{t:g} {100 * v:.1f}" for t, v in ap.items()))
-    accuracy = attribute_accuracy(pred, val_y, LAYOUT, names=list(VALUES))  # what a low AP is made of
+    # what a low AP is made of
+    accuracy = attribute_accuracy(pred, val_y, LAYOUT, names=[name for name, _ in ATTRIBUTES])
     print("validation accuracy: " + ", ".join(f"{name} {100 * v:.1f}%" for name, v in accuracy.items()))
 
 
