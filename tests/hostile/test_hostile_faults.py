@@ -131,25 +131,15 @@ def test_faults_correct_leftover_temporaries_are_removed_on_the_next_start(tmp_p
     assert not list(run.glob(".*.tmp"))
 
 
+def _reproduce_deepsets(out: Path) -> list[str]:
+    """The command line of a smoke numbering reproduction of the DeepSets row into ``out``."""
+    return ["reproduce", "numbering", "--budget", "smoke", "--out", str(out), "--rows", "deepsets", "--no-progress"]
+
+
 def test_faults_correct_result_files_get_the_usual_permissions(tmp_path):
     old = os.umask(0o022)
     try:
-        assert (
-            main(
-                [
-                    "reproduce",
-                    "numbering",
-                    "--budget",
-                    "smoke",
-                    "--out",
-                    str(tmp_path),
-                    "--rows",
-                    "deepsets",
-                    "--no-progress",
-                ]
-            )
-            == 0
-        )
+        assert main(_reproduce_deepsets(tmp_path)) == 0
     finally:
         os.umask(old)
     files = [
@@ -181,17 +171,7 @@ def test_faults_correct_result_files_get_the_usual_permissions(tmp_path):
 def test_a_damaged_result_in_a_reproduction_is_named(tmp_path, capsys, content, message):
     import re
 
-    args = [
-        "reproduce",
-        "numbering",
-        "--budget",
-        "smoke",
-        "--out",
-        str(tmp_path),
-        "--rows",
-        "deepsets",
-        "--no-progress",
-    ]
+    args = _reproduce_deepsets(tmp_path)
     assert main(args) == 0
     victim = sorted(tmp_path.glob("runs/**/result.json"))[1]
     victim.write_text(content)
