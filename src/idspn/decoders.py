@@ -97,19 +97,16 @@ class InnerProblem:
     def _encoder_input(self, y: Tensor) -> Tensor:
         return y if self.fixed is None else torch.cat([self.fixed, y], dim=-1)  # (B, N, F + D)
 
+    def _regulariser(self, y: Tensor) -> Tensor:
+        return self.reg / 2 * (y - self.init_set).pow(2).flatten(1).sum(1)  # (B,)
+
     def value(self, y: Tensor) -> Tensor:
         """``(B,)`` value of L at ``y``."""
         residual = self.encoder(self._encoder_input(y)) - self.z  # (B, L)
         value = residual.pow(2).sum(1) / (2 * residual.shape[1])
-        if self.reg:
-            value = value + self.reg / 2 * (y - self.init_set).pow(2).flatten(1).sum(1)
-        return value
+        return value + self._regulariser(y) if self.reg else value
 
-    def grad(self, y: Tensor) -> Tensor:
-        """``(B, N, D)`` gradient of L at ``y``, differentiable in z, the encoder and Y0.
-
-        Differentiable in ``y`` too when ``y`` requires grad (unrolled DSPN, Hessian products).
-        """
+    def _grad_and_scaled_residual(self, y: Tensor) -> tuple[Tensor, Tensor]:
         out, vjp = self.encoder.value_and_vjp(self._encoder_input(y))
         residual = (out - self.z) / out.shape[1]  # (B, L) = dL/dg
         grad = vjp(residual)  # (B, N, F + D)
@@ -117,7 +114,20 @@ class InnerProblem:
             grad = grad[..., self.fixed.shape[-1] :]  # (B, N, D)
         if self.reg:
             grad = grad + self.reg * (y - self.init_set)
-        return grad
+        return grad, residual
+
+    def grad(self, y: Tensor) -> Tensor:
+        """``(B, N, D)`` gradient of L at ``y``, differentiable in z, the encoder and Y0.
+
+        Differentiable in ``y`` too when ``y`` requires grad (unrolled DSPN, Hessian products).
+        """
+        return self._grad_and_scaled_residual(y)[0]
+
+    def value_and_grad(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``value(y)`` and ``grad(y)`` from one evaluation of the encoder."""
+        grad, residual = self._grad_and_scaled_residual(y)
+        value = residual.pow(2).sum(1) * (residual.shape[1] / 2)  # residual is (g - z) / L
+        return (value + self._regulariser(y) if self.reg else value), grad
 
 
 # --- the inner step and loop ---------------------------------------------------------------------
@@ -279,9 +289,6 @@ def attach_cg_implicit_grad(
     return y_star.detach() + (solved - solved.detach())
 
 
-# --- the decoder ---------------------------------------------------------------------------------
-
-
 # --- diagnostics -------------------------------------------------------------------------------
 
 
@@ -314,13 +321,17 @@ class InnerDiagnostics:
 def diagnose(problem: InnerProblem, y: Tensor, iters: int) -> InnerDiagnostics:
     """The diagnostics of the set ``y`` that ``iters`` steps reached on ``problem``."""
     y, y0 = y.detach(), problem.init_set.detach()
+    final_objective, grad = problem.value_and_grad(y)
     return InnerDiagnostics(
         iters=iters,
         initial_objective=problem.value(y0),
-        final_objective=problem.value(y),
-        final_grad_norm=torch.linalg.vector_norm(problem.grad(y), dim=(1, 2)),
+        final_objective=final_objective,
+        final_grad_norm=torch.linalg.vector_norm(grad, dim=(1, 2)),
         distance=torch.linalg.vector_norm(y - y0, dim=(1, 2)),
     )
+
+
+# --- the decoder ---------------------------------------------------------------------------------
 
 
 def _check_positive(value: float, name: str, integer: bool = False) -> None:
@@ -371,8 +382,8 @@ class IDSPN(nn.Module):
 
     Attributes:
         record_diagnostics: set True to make each forward store an ``InnerDiagnostics`` of its
-            inner loop in ``last_diagnostics`` (costs one more encoder evaluation and gradient per
-            forward; ``forward`` still returns only the set). False by default.
+            inner loop in ``last_diagnostics`` (costs two more encoder evaluations, one with its
+            gradient, per forward; ``forward`` still returns only the set). False by default.
         last_diagnostics: the diagnostics of the latest forward while recording, else None.
     """
 
@@ -556,25 +567,25 @@ class IDSPN(nn.Module):
         training = torch.is_grad_enabled()
         if training and self.backward_mode == "unroll":
             y, _ = self._run(problem, start, buf, iters)
-            self._check_output(y, problem, iters)
+            self._finish(y, problem, iters)
             return y
         with torch.no_grad():
             y, buf = self._run(problem, start.detach(), buf, iters - 1 if training else iters)
         if not training:
-            self._check_output(y, problem, iters)
+            self._finish(y, problem, iters)
             return y
         if self.backward_mode == "approx":
             y_star, step = self._compiled_or_eager(final_step)(problem, self.optimizer, y, buf)
-            self._check_output(y_star, problem, iters)
+            self._finish(y_star, problem, iters)
             return attach_approx_implicit_grad(y_star, step)
         with torch.no_grad():
             y_star, _ = self._run(problem, y, buf, 1)
-        self._check_output(y_star, problem, iters)
+        self._finish(y_star, problem, iters)
         return attach_cg_implicit_grad(problem, self.optimizer, y_star, y, self.cg_gamma, self.cg_iters, self.cg_tol)
 
-    def _check_output(self, y: Tensor, problem: InnerProblem, iters: int) -> None:
-        """The one finiteness check of a forward (on failure, name the non-finite input if any);
-        records the diagnostics when asked to."""
+    def _finish(self, y: Tensor, problem: InnerProblem, iters: int) -> None:
+        """The end of every forward: the diagnostics when recording, then the one finiteness check
+        (on failure, name the non-finite input if any)."""
         if self.record_diagnostics:
             self.last_diagnostics = diagnose(problem, y, iters)
         if not self.check_finite or y.is_meta or bool(torch.isfinite(y).all()):
