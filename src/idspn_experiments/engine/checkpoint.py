@@ -25,6 +25,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "previous_checkpoint",
+    "existing_checkpoints",
     "capture_rng_state",
     "restore_rng_state",
     "mixed_seed",
@@ -40,6 +41,11 @@ def previous_checkpoint(path: str | os.PathLike[str]) -> Path:
     """Where ``save_checkpoint(path, ..., keep_previous=True)`` keeps the checkpoint it replaced."""
     path = Path(path)
     return path.with_name(path.name + ".prev")
+
+
+def existing_checkpoints(path: str | os.PathLike[str]) -> list[Path]:
+    """Those of ``path`` and its ``previous_checkpoint`` that exist, newest first."""
+    return [p for p in (Path(path), previous_checkpoint(path)) if p.exists()]
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any], keep_previous: bool = False) -> None:

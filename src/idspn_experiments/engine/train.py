@@ -49,6 +49,7 @@ from idspn_experiments.engine.board import BoardLog
 from idspn_experiments.engine.checkpoint import (
     CorruptCheckpoint,
     capture_rng_state,
+    existing_checkpoints,
     load_checkpoint,
     mixed_seed,
     previous_checkpoint,
@@ -434,7 +435,7 @@ def _resumable_checkpoint(last_path: Path, notify: Callable[[str], None]) -> dic
     Raises:
         ValueError: both exist but neither can be read (says which files to remove).
     """
-    candidates = [path for path in (last_path, previous_checkpoint(last_path)) if path.exists()]
+    candidates = existing_checkpoints(last_path)
     problems = []
     for path in candidates:
         try:
