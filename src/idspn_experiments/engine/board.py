@@ -77,15 +77,9 @@ class BoardLog:
     @contextmanager
     def inner_diagnostics(self, model: nn.Module, step: int) -> Iterator[None]:
         """Record the inner loops of ``model``'s decoders during the block; log them at ``step``."""
-        if self.writer is None:  # the training loop's path with logging off: nothing to do per step
-            yield
-            return
-        if self._decoders is None:  # the model's decoders, found once
+        if self.writer is not None and self._decoders is None:  # the model's decoders, found once
             self._decoders = [(name, m) for name, m in model.named_modules() if isinstance(m, IDSPN)]
-        decoders = self._decoders
-        if not decoders:
-            yield
-            return
+        decoders = self._decoders or []  # none with logging off: nothing to do per step
         for _, decoder in decoders:
             decoder.record_diagnostics, decoder.last_diagnostics = True, None
         try:

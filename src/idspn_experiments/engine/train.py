@@ -34,7 +34,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -551,126 +551,123 @@ def _fit(
         log.reset(keep_until=None)
     if ctx.is_main:
         atomic_write_json(run_dir / "config.json", cfg_dict)
-    board = BoardLog(run_dir, enabled=t.tensorboard and ctx.is_main, start_step=step)
+    with closing(BoardLog(run_dir, enabled=t.tensorboard and ctx.is_main, start_step=step)) as board:
+        train_model: nn.Module = model
+        if ctx.distributed:
+            device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            train_model = DistributedDataParallel(model, device_ids=device_ids)
 
-    train_model: nn.Module = model
-    if ctx.distributed:
-        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        train_model = DistributedDataParallel(model, device_ids=device_ids)
+        def wall_time() -> float:
+            return wall_before + time.perf_counter() - started
 
-    def wall_time() -> float:
-        return wall_before + time.perf_counter() - started
+        def save_last() -> None:
+            # Collective: every rank sends its RNG state and a parameter checksum to every rank.
+            checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
+            gathered = ctx.gather((capture_rng_state(), checksum))
+            rng_states = [state for state, _ in gathered]
+            if len({c for _, c in gathered}) > 1:
+                raise RuntimeError(
+                    f"data-parallel replicas diverged at step {step}: parameter sums {[c for _, c in gathered]}"
+                )
+            if ctx.is_main:
+                save_checkpoint(
+                    last_path,
+                    {
+                        "format": _CHECKPOINT_FORMAT,
+                        "experiment": experiment.name,
+                        "config": cfg_dict,
+                        "step": step,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "rng": rng_states,
+                        "best": {"step": best_step, "value": best_value, "val": best_val},
+                        "wall_time_s": wall_time(),
+                        "train_time_s": train_time,
+                    },
+                    keep_previous=True,
+                )
 
-    def save_last() -> None:
-        # Collective: every rank sends its RNG state and a parameter checksum to every rank.
-        checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
-        gathered = ctx.gather((capture_rng_state(), checksum))
-        rng_states = [state for state, _ in gathered]
-        if len({c for _, c in gathered}) > 1:
-            raise RuntimeError(
-                f"data-parallel replicas diverged at step {step}: parameter sums {[c for _, c in gathered]}"
-            )
-        if ctx.is_main:
-            save_checkpoint(
-                last_path,
-                {
-                    "format": _CHECKPOINT_FORMAT,
-                    "experiment": experiment.name,
-                    "config": cfg_dict,
-                    "step": step,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng": rng_states,
-                    "best": {"step": best_step, "value": best_value, "val": best_val},
-                    "wall_time_s": wall_time(),
-                    "train_time_s": train_time,
-                },
-                keep_previous=True,
-            )
+        def save_best(val: dict[str, float]) -> None:
+            if ctx.is_main:
+                save_checkpoint(
+                    best_path,
+                    {
+                        "format": _CHECKPOINT_FORMAT,
+                        "experiment": experiment.name,
+                        "config": cfg_dict,
+                        "step": step,
+                        "model": model.state_dict(),
+                        "val": val,
+                    },
+                )
 
-    def save_best(val: dict[str, float]) -> None:
-        if ctx.is_main:
-            save_checkpoint(
-                best_path,
-                {
-                    "format": _CHECKPOINT_FORMAT,
-                    "experiment": experiment.name,
-                    "config": cfg_dict,
-                    "step": step,
-                    "model": model.state_dict(),
-                    "val": val,
-                },
-            )
+        select = t.select_metric if data.val is not None else None
+        sampler = StepBatchSampler(len(data.train), t.batch_size, cfg.seed, step, t.steps, ctx.rank, ctx.world_size)
+        loader = DataLoader(
+            data.train,
+            batch_sampler=sampler,
+            num_workers=t.num_workers,
+            collate_fn=data.collate or default_collate,
+            generator=_generator(cfg.seed, _ORDER_STREAM, step),  # keeps the loader off the global RNG
+        )
+        bar = tqdm(total=t.steps, initial=step, desc=f"{experiment.name} train", disable=not (progress and ctx.is_main))
+        for batch in loader:
+            lr = learning_rate(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            iters = experiment.inner_steps(cfg, step)
+            tick = time.perf_counter()
+            with board.inner_diagnostics(model, step + 1):
+                logs = train_step(experiment, train_model, optimizer, _to_device(batch, ctx.device), cfg, iters)
+            elapsed = time.perf_counter() - tick
+            train_time += elapsed
+            step += 1
+            log.write(step, "train", {**logs, "lr": lr, "time_s": elapsed})
+            if board.enabled:
+                board.scalars("train", step, {**logs, "lr": lr})
+            bar.update(1)
+            postfix = {"loss": f"{logs['loss']:.4f}"}
 
-    select = t.select_metric if data.val is not None else None
-    sampler = StepBatchSampler(len(data.train), t.batch_size, cfg.seed, step, t.steps, ctx.rank, ctx.world_size)
-    loader = DataLoader(
-        data.train,
-        batch_sampler=sampler,
-        num_workers=t.num_workers,
-        collate_fn=data.collate or default_collate,
-        generator=_generator(cfg.seed, _ORDER_STREAM, step),  # keeps the loader off the global RNG
-    )
-    bar = tqdm(total=t.steps, initial=step, desc=f"{experiment.name} train", disable=not (progress and ctx.is_main))
-    for batch in loader:
-        lr = learning_rate(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        iters = experiment.inner_steps(cfg, step)
-        tick = time.perf_counter()
-        with board.inner_diagnostics(model, step + 1):
-            logs = train_step(experiment, train_model, optimizer, _to_device(batch, ctx.device), cfg, iters)
-        elapsed = time.perf_counter() - tick
-        train_time += elapsed
-        step += 1
-        log.write(step, "train", {**logs, "lr": lr, "time_s": elapsed})
-        if board.enabled:
-            board.scalars("train", step, {**logs, "lr": lr})
-        bar.update(1)
-        postfix = {"loss": f"{logs['loss']:.4f}"}
+            if data.val is not None and (step % t.eval_every == 0 or step == t.steps):
+                val = evaluate(experiment, model, data.val, cfg, ctx, data.collate, desc="val", progress=progress)
+                log.write(step, "val", val)
+                board.scalars("val", step, val)
+                if board.enabled and experiment.figure is not None:
+                    board.figure("val/predictions", step, _draw(experiment, model, data, cfg))
+                if select is not None:
+                    if select not in val:
+                        raise ValueError(
+                            f"config key 'train.select_metric': {select!r} is not among the validation "
+                            f"metrics {sorted(val)}"
+                        )
+                    if _is_better(val[select], best_value, t.select_mode):
+                        best_step, best_value, best_val = step, val[select], val
+                        save_best(val)
+                else:
+                    best_step, best_val = step, val
+                postfix[f"val_{select or 'metric'}"] = f"{val.get(select or '', float('nan')):.4f}"
+            bar.set_postfix(postfix, refresh=False)
 
-        if data.val is not None and (step % t.eval_every == 0 or step == t.steps):
-            val = evaluate(experiment, model, data.val, cfg, ctx, data.collate, desc="val", progress=progress)
-            log.write(step, "val", val)
-            board.scalars("val", step, val)
-            if board.enabled and experiment.figure is not None:
-                board.figure("val/predictions", step, _draw(experiment, model, data, cfg))
-            if select is not None:
-                if select not in val:
-                    raise ValueError(
-                        f"config key 'train.select_metric': {select!r} is not among the validation "
-                        f"metrics {sorted(val)}"
-                    )
-                if _is_better(val[select], best_value, t.select_mode):
-                    best_step, best_value, best_val = step, val[select], val
-                    save_best(val)
-            else:
-                best_step, best_val = step, val
-            postfix[f"val_{select or 'metric'}"] = f"{val.get(select or '', float('nan')):.4f}"
-        bar.set_postfix(postfix, refresh=False)
+            if step % t.checkpoint_every == 0 or step == t.steps:
+                save_last()
+            if stop_at_step is not None and step >= stop_at_step and step < t.steps:
+                bar.close()
+                ctx.barrier()
+                return None
+        bar.close()
 
-        if step % t.checkpoint_every == 0 or step == t.steps:
-            save_last()
-        if stop_at_step is not None and step >= stop_at_step and step < t.steps:
-            bar.close()
-            board.close()
-            ctx.barrier()
-            return None
-    bar.close()
-
-    # The reported model: the best by validation metric, or the last one.
-    if select is None or best_step is None:
-        best_step = step
-        save_best(best_val)
-    ctx.barrier()
-    if select is not None:
-        model.load_state_dict(load_checkpoint(best_path)["model"])
-    test = None
-    if data.test is not None:
-        test = evaluate(experiment, model, data.test, cfg, ctx, data.collate, desc="test", progress=progress)
-        log.write(step, "test", test)
-        board.scalars("test", step, test)
-    board.close()
+        # The reported model: the best by validation metric, or the last one.
+        if select is None or best_step is None:
+            best_step = step
+            save_best(best_val)
+        ctx.barrier()
+        if select is not None:
+            model.load_state_dict(load_checkpoint(best_path)["model"])
+        test = None
+        if data.test is not None:
+            test = evaluate(experiment, model, data.test, cfg, ctx, data.collate, desc="test", progress=progress)
+            log.write(step, "test", test)
+            board.scalars("test", step, test)
     result = RunResult(
         experiment=experiment.name,
         config=cfg_dict,
