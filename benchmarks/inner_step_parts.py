@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from idspn_experiments.engine.io import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_benchmark import TASKS, inner_state, machine_label, time_parts  # noqa: E402
@@ -48,9 +49,9 @@ def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]
     state = inner_state(task, device)
     problem, optimizer = state.problem, state.setup.decoder.optimizer
     encoder = problem.encoder
-    x = state.y if problem.fixed is None else torch.cat([problem.fixed, state.y], dim=-1)  # (B, N, F + D)
+    x = problem._encoder_input(state.y)  # (B, N, F + D)
     with torch.no_grad():
-        h = encoder.lin2(encoder.lin1(x).relu())  # (B, N, L)
+        h = encoder.lin2(encoder.lin1(x).relu())  # (B, N, L): FSEncoder's element MLP
     duplicates = duplicate_index(x)
 
     kinds: dict[str, Callable[[], object]] = {
@@ -61,7 +62,7 @@ def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]
     }
     if optimizer.projection is not None:
         kinds["projection"] = lambda: project_simplex(state.y)
-    parts: dict[str, Callable[[], object]] = {"matrix products": state.matrix_products(device)}
+    parts: dict[str, Callable[[], object]] = {"matrix products": state.matrix_products()}
     for name, fn in kinds.items():
         parts[f"{name}, eager"] = fn
         parts[f"{name}, compiled"] = torch.compile(fn, fullgraph=True)
@@ -119,9 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.out is not None:
-        tmp = args.out.with_name(f".{args.out.name}.{os.getpid()}.tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, args.out)
+        atomic_write_text(args.out, text + "\n")
     return 0
 
 

@@ -330,8 +330,9 @@ class InnerState:
     y: torch.Tensor  # (B, N, D)
     buf: torch.Tensor  # (B, N, D)
 
-    def matrix_products(self, device: torch.device) -> Callable[[], object]:
+    def matrix_products(self) -> Callable[[], object]:
         """The step's four matrix products alone, on random operands of their shapes."""
+        device = self.y.device
         mats = [
             (torch.randn(r, i, device=device), torch.randn(i, o, device=device)) for r, i, o in self.setup.inner_shapes
         ]
@@ -379,7 +380,7 @@ def inner_step_rates(task: str, device: torch.device, rounds: int) -> dict[str, 
     parts: dict[str, Callable[[], object]] = {
         "eager inner step": lambda: inner_step(state.problem, optimizer, state.y, state.buf),
         "compiled inner step": lambda: compiled(state.problem, optimizer, state.y, state.buf),
-        "matrix products": state.matrix_products(device),
+        "matrix products": state.matrix_products(),
     }
     return time_parts(parts, device, rounds * 5)
 

@@ -11,7 +11,7 @@ for ``--steps`` steps) once per inner ``lr`` and ``momentum``, then, on the held
 
 docs/guide.md quotes its table::
 
-    python scripts/inner_lr_sweep.py --out results/inner-lr
+    python scripts/inner_lr_sweep.py --out results/inner-lr --steps 300
 
 Runs go to ``OUT/lr<lr>-m<momentum>/`` and are skipped when finished; the table is printed and
 written to ``OUT/table.md``.
@@ -50,9 +50,8 @@ def run(out: Path, lr: float, momentum: float, steps: int) -> dict[str, float]:
     ]
     cfg = load_config(experiment.config_type, "autoencoding-small", overrides)
     folder = out / f"lr{lr:g}-m{momentum:g}"
-    result = load_run_result(folder) if (folder / "result.json").exists() else None
-    if result is None:
-        result = fit(experiment, cfg, folder, progress=True)
+    if load_run_result(folder) is None:
+        fit(experiment, cfg, folder, progress=True)
     model = experiment.build_model(cfg)
     model.load_state_dict(load_checkpoint(folder / "best.pt")["model"])
     decoder = next(m for m in model.modules() if isinstance(m, IDSPN))
