@@ -11,9 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+CLEVR_FIXTURE = Path(__file__).resolve().parents[1] / "data" / "clevr-blender-val4"  # four real-format scenes
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from support import CLEVR_FIXTURE
 
 # Long enough to still hold its folder while a second process starts (a few seconds of deepsets).
 OVERRIDES = ["model.name=deepsets", "train.steps=100000", "train.eval_every=1000", "train.checkpoint_every=20"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-FIXTURE = Path(__file__).resolve().parents[1] / "data" / "clevr-blender-val4"
 
 
 def _idspn(*args: str) -> list[str]:
@@ -128,7 +128,7 @@ def test_concurrency_correct_two_cache_builds_of_one_split_read_the_same_pixels(
     from idspn_experiments.clevr.data import CLEVRDataset, clevr_split
     from idspn_experiments.engine.config import load_config
 
-    root = FIXTURE / "CLEVR_v1.0"
+    root = CLEVR_FIXTURE / "CLEVR_v1.0"
     cfg = load_config(
         ClevrConfig, "clevr-smoke", [f"data.work_dir={tmp_path}", "data.image_size=16", "data.val_size=4"]
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import CLEVR_FIXTURE
 
 from idspn_experiments.cli import main
 from idspn_experiments.engine.checkpoint import previous_checkpoint
@@ -183,10 +184,10 @@ def test_a_damaged_result_in_a_reproduction_is_named(tmp_path, capsys, content, 
 
 @pytest.fixture
 def clevr_copy(tmp_path: Path) -> Path:
-    """Three scenes of the real-format fixture, copied so they can be damaged."""
+    """The four scenes of the real-format fixture, copied so they can be damaged."""
     import shutil
 
-    source = Path(__file__).resolve().parents[1] / "data" / "clevr-blender-val4" / "CLEVR_v1.0"
+    source = CLEVR_FIXTURE / "CLEVR_v1.0"
     root = tmp_path / "CLEVR_v1.0"
     shutil.copytree(source, root)
     return root
