@@ -133,8 +133,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from idspn_experiments.demo import run_demo
+    from idspn_experiments.engine.io import writable_folder
 
-    table = run_demo(args.out, progress=not args.no_progress)
+    table = run_demo(writable_folder(args.out, "--out"), progress=not args.no_progress)
     print()
     print("Class-specific numbering of 8-element multisets over 4 classes (Section 4.1, small):")
     print(table)

@@ -21,9 +21,7 @@ DEMO_MODELS = {"idspn": "iDSPN (FSPool, exclusively multiset-equivariant)", "dee
 
 def run_demo(out: str | Path, progress: bool = True) -> str:
     """Train iDSPN and DeepSets on the demo preset into ``out``; return a results table."""
-    from idspn_experiments.engine.io import writable_folder
-
-    out = writable_folder(out, "--out")
+    out = Path(out)
     experiment = get_experiment("numbering")
     lines = ["| model | test sample accuracy | test element accuracy | wall time |", "| --- | --- | --- | --- |"]
     for name, label in DEMO_MODELS.items():

@@ -80,9 +80,10 @@ def table2_checks(stats: dict[tuple[str, str], CellStats]) -> list[str]:
     """Section 4.1's claims on Table 2's cells, one line each: how many columns they hold in."""
     columns = [c.key for c in _COLUMNS]
 
-    def mean(row: str, column: str) -> float | None:
-        cell = stats.get((row, column))
-        return None if cell is None else cell.mean
+    def means(column: str, rows: tuple[str, ...]) -> list[float] | None:
+        """The rows' means in ``column``, or None when a cell is missing (the claim is not judged there)."""
+        cells = [stats.get((row, column)) for row in rows]
+        return None if None in cells else [cell.mean for cell in cells if cell is not None]
 
     def holds(name: str, test: Callable[[str], bool | None], only: tuple[str, ...] | None = None) -> str:
         verdicts = [v for v in (test(c) for c in only or columns) if v is not None]
@@ -90,14 +91,12 @@ def table2_checks(stats: dict[tuple[str, str], CellStats]) -> list[str]:
         return f"- {mark} {name}: holds in {sum(verdicts)} of {len(verdicts)} training-set sizes."
 
     def compare(column: str, better: str, worse: tuple[str, ...]) -> bool | None:
-        top, others = mean(better, column), [mean(w, column) for w in worse]
-        if top is None or None in others:
-            return None
-        return all(top > v for v in others if v is not None)
+        values = means(column, (better, *worse))
+        return None if values is None else all(values[0] > v for v in values[1:])
 
     def below(column: str, rows: tuple[str, ...], limit: float) -> bool | None:
-        values = [mean(r, column) for r in rows]
-        return None if None in values else all(v < limit for v in values if v is not None)
+        values = means(column, rows)
+        return None if values is None else all(v < limit for v in values)
 
     set_equivariant = ("deepsets", "transformer_no_pe")
     return [
