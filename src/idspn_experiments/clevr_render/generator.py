@@ -972,7 +972,8 @@ def generate(
     missing ones are rendered. If it names another seed or renderer, the split's images are deleted
     first; images with no such record (e.g. real CLEVR) are never touched: ValueError. A split's scenes file is
     removed when its generation starts, so an interrupted run never pairs old scenes with new images.
-    Generators started at once on one ``out`` take turns (a lock on ``CLEVR_v1.0/.generate.lock``).
+    Generators started at once on one ``out`` take turns (a lock on ``out/.generate.lock``, beside the
+    data folder, which keeps exactly the release's layout).
 
     Args:
         out: Folder to write ``CLEVR_v1.0/images/{split}/`` and ``CLEVR_v1.0/scenes/`` into.
@@ -994,7 +995,10 @@ def generate(
     (root / "scenes").mkdir(parents=True, exist_ok=True)
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     # One generator per folder at a time: a second one waits, then keeps the first one's images.
-    with exclusive_lock(root / ".generate.lock"), pool or contextlib.nullcontext():  # a Pool terminates its workers
+    with (
+        exclusive_lock(Path(out) / ".generate.lock"),
+        pool or contextlib.nullcontext(),
+    ):  # a Pool terminates its workers
         for split, count in splits.items():
             image_dir = root / "images" / split
             image_dir.mkdir(parents=True, exist_ok=True)
