@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -137,18 +139,26 @@ def _reproduce_deepsets(out: Path) -> list[str]:
     return ["reproduce", "numbering", "--budget", "smoke", "--out", str(out), "--rows", "deepsets", "--no-progress"]
 
 
-def test_faults_correct_result_files_get_the_usual_permissions(tmp_path):
+@pytest.fixture(scope="module")
+def deepsets_reproduction(tmp_path_factory) -> Path:
+    """One smoke reproduction of the DeepSets row, made under the default umask; copy it to damage it."""
+    out = tmp_path_factory.mktemp("reproduction")
     old = os.umask(0o022)
     try:
-        assert main(_reproduce_deepsets(tmp_path)) == 0
+        assert main(_reproduce_deepsets(out)) == 0
     finally:
         os.umask(old)
+    return out
+
+
+def test_faults_correct_result_files_get_the_usual_permissions(deepsets_reproduction):
+    out = deepsets_reproduction
     files = [
-        tmp_path / "results.json",
-        tmp_path / "results.md",
-        tmp_path / "manifest.json",
-        *tmp_path.glob("runs/**/result.json"),
-        *tmp_path.glob("runs/**/metrics.jsonl"),
+        out / "results.json",
+        out / "results.md",
+        out / "manifest.json",
+        *out.glob("runs/**/result.json"),
+        *out.glob("runs/**/metrics.jsonl"),
     ]
     assert len(files) > 5
     assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o644}
@@ -169,23 +179,20 @@ def test_faults_correct_result_files_get_the_usual_permissions(tmp_path):
         "faults-clear-result-not-an-object",
     ],
 )
-def test_a_damaged_result_in_a_reproduction_is_named(tmp_path, capsys, content, message):
-    import re
-
-    args = _reproduce_deepsets(tmp_path)
-    assert main(args) == 0
-    victim = sorted(tmp_path.glob("runs/**/result.json"))[1]
+def test_a_damaged_result_in_a_reproduction_is_named(tmp_path, capsys, deepsets_reproduction, content, message):
+    out = shutil.copytree(deepsets_reproduction, tmp_path / "reproduction")
+    args = _reproduce_deepsets(out)
+    victim = sorted(out.glob("runs/**/result.json"))[1]
     victim.write_text(content)
     capsys.readouterr()
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert re.search(message, err) and str(victim.parent.relative_to(tmp_path)) in err, err
+    assert re.search(message, err) and str(victim.parent.relative_to(out)) in err, err
 
 
 @pytest.fixture
 def clevr_copy(tmp_path: Path) -> Path:
     """The four scenes of the real-format fixture, copied so they can be damaged."""
-    import shutil
 
     source = CLEVR_FIXTURE / "CLEVR_v1.0"
     root = tmp_path / "CLEVR_v1.0"
