@@ -1,7 +1,22 @@
 import pytest
 import torch
 
-from idspn.ranking import canonical_keys, descending_ranks, duplicate_index, lookup_by_rank
+from idspn.ranking import (
+    SORT_BACKENDS,
+    canonical_keys,
+    descending_ranks,
+    duplicate_index,
+    get_sort_backend,
+    lookup_by_rank,
+    set_sort_backend,
+)
+
+
+@pytest.fixture(params=SORT_BACKENDS)
+def sort_backend(request):
+    previous = set_sort_backend(request.param)
+    yield request.param
+    set_sort_backend(previous)
 
 
 def _reference_ranks(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -18,9 +33,9 @@ def _with_ties(shape):
     return torch.where(torch.rand(shape) < 0.2, torch.tensor(-0.0), x)
 
 
-# Sets of 1, 5 and 16 (counted in eager mode on CPU) and 17, 40, 64 (sorted).
-@pytest.mark.parametrize("n", [1, 5, 16, 17, 40, 64])
-def test_ranks_are_the_stable_descending_order(n):
+# Sets counted in eager mode on CPU (up to 8, or 16 with the torch backend) and sorted ones.
+@pytest.mark.parametrize("n", [1, 5, 8, 9, 16, 17, 40, 64])
+def test_ranks_are_the_stable_descending_order(n, sort_backend):
     x = _with_ties((3, n, 7))
     assert torch.equal(descending_ranks(x), _reference_ranks(x, 1))
     x = torch.randn(2, 4, n)
@@ -28,7 +43,7 @@ def test_ranks_are_the_stable_descending_order(n):
 
 
 @pytest.mark.parametrize("shape, dim", [((7,), 0), ((2, 3, 20, 4), 2), ((4, 6), -1), ((3, 5, 2), 0)])
-def test_ranks_along_any_dim_of_any_tensor(shape, dim):
+def test_ranks_along_any_dim_of_any_tensor(shape, dim, sort_backend):
     x = _with_ties(shape)
     assert torch.equal(descending_ranks(x, dim), _reference_ranks(x, dim))
 
@@ -41,7 +56,7 @@ def test_compiled_ranks_count_pairs_and_equal_eager(n):
 
 
 @pytest.mark.parametrize("n", [5, 40])
-def test_lookup_by_rank_gathers_the_table_and_is_differentiable_in_it(n):
+def test_lookup_by_rank_gathers_the_table_and_is_differentiable_in_it(n, sort_backend):
     x = _with_ties((3, n, 4))
     table = torch.randn(1, n, 4, dtype=torch.float64, requires_grad=True)
     expected = table.expand(3, n, 4).gather(1, _reference_ranks(x, 1))
@@ -51,6 +66,15 @@ def test_lookup_by_rank_gathers_the_table_and_is_differentiable_in_it(n):
     (g,) = torch.autograd.grad((got * v).sum(), table)
     (r,) = torch.autograd.grad((expected * v).sum(), table)
     assert torch.allclose(g, r)
+
+
+def test_the_sort_backend_is_one_of_the_named_ones():
+    previous = set_sort_backend("torch")
+    assert get_sort_backend() == "torch"
+    assert set_sort_backend(previous) == "torch"
+    with pytest.raises(ValueError, match="name must be one of"):
+        set_sort_backend("cuda")
+    assert get_sort_backend() == previous
 
 
 def test_lookup_by_rank_rejects_a_table_that_does_not_fit():

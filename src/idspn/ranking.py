@@ -21,7 +21,9 @@ tested against ``torch.sort(stable=True)``):
   over the set without materialising the pairs (up to ``COUNTING_MAX_COMPILED`` elements);
 * eagerly on CPU for short sets (up to ``COUNTING_MAX_EAGER``), by the same count, one element
   against the rest of its set at a time (no sort, no ``(N, N)`` intermediate);
-* otherwise by a stable ``torch.sort``.
+* otherwise by a stable sort: on CPU by default NumPy's vectorised integer sort
+  (``idspn.numpy_sort``, several times faster than ``torch.sort`` on rows this short), elsewhere
+  or after ``set_sort_backend("torch")`` by ``torch.sort``.
 
 No gradient flows through a rank: ranks are piecewise constant in the features (Eq. 11), so the
 weights they select are differentiable in the weight table only.
@@ -32,17 +34,28 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .numpy_sort import descending_order
+
 __all__ = [
     "COUNTING_MAX_COMPILED",
     "COUNTING_MAX_EAGER",
+    "SORT_BACKENDS",
     "canonical_keys",
     "descending_ranks",
     "duplicate_index",
+    "get_sort_backend",
     "lookup_by_rank",
+    "set_sort_backend",
+    "sort_descending",
 ]
 
-COUNTING_MAX_EAGER = 16  # eager CPU: longest set ranked by counting, one element at a time (at most 256)
+# Eager CPU: longest set ranked by counting, one element at a time (at most 256), per sort backend:
+# from about 10 elements on, NumPy's sort is faster than counting; torch's sort only from about 16.
+COUNTING_MAX_EAGER = {"numpy": 8, "torch": 16}
 COUNTING_MAX_COMPILED = 128  # compiled: longest set ranked by fused pairwise counting
+
+SORT_BACKENDS = ("numpy", "torch")  # how long sets are sorted on CPU (other devices: torch)
+_sort_backend = "numpy"
 
 _WORD = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int32}  # integer view of each float size
 
@@ -121,6 +134,25 @@ def canonical_keys(h: Tensor, duplicates: Tensor | None) -> Tensor:
 # --- ranks -------------------------------------------------------------------------------------
 
 
+def set_sort_backend(name: str) -> str:
+    """Choose how sets too long to count are sorted on CPU; returns the previous choice.
+
+    ``"numpy"`` (the default): ``idspn.numpy_sort``, NumPy's vectorised integer sort behind a
+    torch custom op (it composes with autograd, ``torch.func`` and ``torch.compile``).
+    ``"torch"``: ``torch.sort``, as on every other device. Both give the same orders.
+    """
+    global _sort_backend
+    if name not in SORT_BACKENDS:
+        raise ValueError(f"name must be one of {SORT_BACKENDS}, got {name!r}")
+    previous, _sort_backend = _sort_backend, name
+    return previous
+
+
+def get_sort_backend() -> str:
+    """The backend ``set_sort_backend`` chose last."""
+    return _sort_backend
+
+
 def _ranks_by_counting(x: Tensor) -> Tensor:
     """Stable descending ranks along dim 1 of ``(B, N, L)``: how many elements precede each.
 
@@ -152,20 +184,31 @@ def _ranks_by_elements(x: Tensor) -> Tensor:
     return torch.stack(ranks, dim=1).long()  # (B, N, L)
 
 
-def _by_sorting(x: Tensor) -> Tensor:
-    """Permutation that stably sorts dim 1 of ``(B, N, L)`` in descending order.
+def _order_by_sorting(x: Tensor) -> Tensor:
+    """``(B, N, L) -> (B, L, N)``: for every feature, the positions of its elements in stable
+    descending order.
 
-    The sort runs on a ``(B, L, N)`` copy with each set contiguous, which is faster than sorting
-    along the strided set dim in place (``benchmarks/inner_step_parts.py`` times the eager ranks).
+    The sort runs on ``(B, L, N)`` rows, each set contiguous, which is faster than sorting along the
+    strided set dim; so do the scatters that use the order (``benchmarks/inner_step_parts.py``
+    times the eager ranks).
     """
-    rows = x.transpose(1, 2).contiguous()  # (B, L, N)
-    return torch.sort(rows, dim=2, descending=True, stable=True).indices.transpose(1, 2)  # (B, N, L)
+    rows = x.transpose(1, 2)  # (B, L, N)
+    if _sort_backend == "numpy" and x.device.type == "cpu":
+        return descending_order(rows)
+    return torch.sort(rows.contiguous(), dim=2, descending=True, stable=True).indices
+
+
+def sort_descending(x: Tensor) -> Tensor:
+    """The values of ``x`` sorted in descending order along its last dim, by the chosen backend."""
+    if _sort_backend == "numpy" and x.device.type == "cpu":
+        return x.gather(-1, descending_order(x.detach()))
+    return torch.sort(x, dim=-1, descending=True).values
 
 
 def _counting_max(x: Tensor) -> int:
     if torch.compiler.is_compiling():
         return COUNTING_MAX_COMPILED
-    return COUNTING_MAX_EAGER if x.device.type == "cpu" else 0
+    return COUNTING_MAX_EAGER[_sort_backend] if x.device.type == "cpu" else 0
 
 
 def _check_keys(x: Tensor, dim: int) -> int:
@@ -186,9 +229,9 @@ def _ranks(keys: Tensor) -> Tensor:
     """Stable descending ranks along dim 1 of ``(B, N, L)``, by whichever way suits the context."""
     if keys.shape[1] <= _counting_max(keys):
         return _ranks_by_counting(keys) if torch.compiler.is_compiling() else _ranks_by_elements(keys)
-    perm = _by_sorting(keys)
-    positions = torch.arange(keys.shape[1], device=keys.device).view(1, -1, 1).expand_as(perm)
-    return torch.zeros_like(perm).scatter(1, perm, positions)
+    order = _order_by_sorting(keys)  # (B, L, N)
+    positions = torch.arange(keys.shape[1], device=keys.device).expand_as(order)
+    return torch.zeros_like(order).scatter(2, order, positions).transpose(1, 2)  # (B, N, L)
 
 
 def descending_ranks(x: Tensor, dim: int = 1) -> Tensor:
@@ -242,6 +285,7 @@ def lookup_by_rank(x: Tensor, table: Tensor, dim: int = 1) -> Tensor:
     full = _as_sets(table.expand(x.shape), dim)  # (B, N, L): the entry of rank r at position r
     if keys.shape[1] <= _counting_max(keys):
         out = full.gather(1, _ranks(keys))
-    else:  # the sort's permutation carries every rank's entry straight to its element
-        out = torch.zeros_like(full).scatter(1, _by_sorting(keys), full)
+    else:  # the sort's order carries every rank's entry straight to its element
+        order = _order_by_sorting(keys)  # (B, L, N)
+        out = torch.zeros_like(order, dtype=full.dtype).scatter(2, order, full.transpose(1, 2)).transpose(1, 2)
     return out.reshape(x.shape)

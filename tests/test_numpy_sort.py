@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from idspn.numpy_sort import descending_order
+
+
+def _reference(keys: torch.Tensor) -> torch.Tensor:
+    return torch.sort(keys, dim=-1, descending=True, stable=True).indices
+
+
+def _with_ties(shape, dtype=torch.float32):
+    """Many exact ties, +0.0 and -0.0, infinities, subnormals and large magnitudes."""
+    specials = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), 1e-40, -1e-40, 3e38, -3e38])
+    x = torch.randint(-2, 3, shape).float()
+    pick = torch.randint(0, len(specials), shape)
+    x = torch.where(torch.rand(shape) < 0.3, specials[pick], x)
+    return x.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("n", [1, 2, 7, 64, 129])
+def test_order_is_torchs_stable_descending_sort(n, dtype):
+    keys = _with_ties((5, 3, n), dtype)
+    order = descending_order(keys)
+    assert order.dtype == torch.long and order.is_contiguous()
+    assert torch.equal(order, _reference(keys))
+    keys = torch.randn(4, n, dtype=dtype)
+    assert torch.equal(descending_order(keys), _reference(keys))
+
+
+def test_order_of_strided_and_empty_keys():
+    keys = _with_ties((6, 40, 3)).transpose(1, 2)  # rows not contiguous
+    assert torch.equal(descending_order(keys), _reference(keys))
+    assert descending_order(torch.empty(0, 5)).shape == (0, 5)
+
+
+def test_order_under_vmap_equals_the_batched_call():
+    keys = _with_ties((4, 6, 33))
+    for dim in (0, 1):
+        got = torch.func.vmap(descending_order, in_dims=dim)(keys)
+        assert torch.equal(got, _reference(keys.movedim(dim, 0)))
+
+
+def test_order_compiles_without_a_graph_break():
+    keys = _with_ties((3, 50))
+    compiled = torch.compile(lambda k: descending_order(k) * 2, fullgraph=True)
+    assert torch.equal(compiled(keys), _reference(keys) * 2)
+
+
+def test_order_meets_the_op_checks_of_torch_library():
+    torch.library.opcheck(descending_order, (_with_ties((3, 20)),))
