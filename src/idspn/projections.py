@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .ranking import sort_descending
+
 __all__ = ["project_simplex", "PAIRWISE_MAX"]
 
 PAIRWISE_MAX = 128  # under torch.compile: longest vector whose threshold is found by pairwise sums
@@ -12,7 +14,7 @@ PAIRWISE_MAX = 128  # under torch.compile: longest vector whose threshold is fou
 
 def _support_by_sorting(x: Tensor) -> Tensor:
     """``(..., K)`` bool: the entries above the simplex threshold (Duchi et al., 2008), by sorting."""
-    desc = torch.sort(x, dim=-1, descending=True).values
+    desc = sort_descending(x)
     cumsum = desc.cumsum(-1) - 1
     ranks = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=x.dtype)
     # Support size, at least 1 in exact arithmetic; 0 only where NaN, inf or huge values (float32

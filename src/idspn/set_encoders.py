@@ -393,11 +393,11 @@ class FSEncoder(SetEncoder):
         h = F.linear(pre.relu(), self.lin2.weight, self.lin2.bias)  # (B, N, L)
         weights = self.pool.element_weights(h, mask, _duplicates(x, mask))  # (B|1, N|1, L|1)
         out = (h * weights).sum(1)  # (B, L)
-        active = pre.detach() > 0  # ReLU's pattern: piecewise constant, no gradient
+        pattern = pre.detach()  # ReLU's pattern: piecewise constant, no gradient; threshold_backward is its vjp
 
         def vjp(v: Tensor) -> Tensor:
             grad_h = weights * v.unsqueeze(1)  # (B, N, L)
-            grad_pre = (grad_h @ self.lin2.weight) * active  # (B, N, H)
+            grad_pre = torch.ops.aten.threshold_backward(grad_h @ self.lin2.weight, pattern, 0.0)  # (B, N, H)
             return grad_pre @ self.lin1.weight  # (B, N, D)
 
         return out, vjp
