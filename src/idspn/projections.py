@@ -13,7 +13,7 @@ PAIRWISE_MAX = 128  # under torch.compile: longest vector whose threshold is fou
 
 
 def _support_by_sorting(x: Tensor) -> Tensor:
-    """``(..., K)`` bool: the entries above the simplex threshold (Duchi et al., 2008), by sorting."""
+    """``(..., K)`` 0/1 mask of the entries above the simplex threshold (Duchi et al., 2008), by sorting."""
     desc = sort_descending(x)
     cumsum = desc.cumsum(-1) - 1
     ranks = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=x.dtype)
@@ -21,7 +21,7 @@ def _support_by_sorting(x: Tensor) -> Tensor:
     # cumsum rounding) break it, which must reach the decoder's finiteness check, not a bad index.
     size = (desc * ranks > cumsum).sum(-1, keepdim=True).clamp(min=1)
     theta = cumsum.gather(-1, size - 1) / size
-    return x > theta
+    return (x > theta).to(x.dtype)
 
 
 def _support_by_pairs(x: Tensor) -> Tensor:
@@ -31,7 +31,7 @@ def _support_by_pairs(x: Tensor) -> Tensor:
     for ``torch.compile``, which fuses the ``(..., K, K)`` sums into one pass.
     """
     excess = (x.unsqueeze(-2) - x.unsqueeze(-1)).clamp(min=0).sum(-1)  # (..., K): f(x_i), 0 for the largest
-    return excess < 1
+    return (excess < 1).to(x.dtype)
 
 
 def project_simplex(x: Tensor) -> Tensor:
@@ -52,9 +52,13 @@ def project_simplex(x: Tensor) -> Tensor:
     """
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() == 0 or x.shape[-1] == 0:
         raise ValueError("x must be a floating tensor with a non-empty last dim")
+    # Masks are 0/1 floats, not bools: a compiled training step saves them for the backward pass,
+    # and inductor's CPU kernels write bool tensors many times slower.
     with torch.no_grad():
         pairwise = torch.compiler.is_compiling() and x.shape[-1] <= PAIRWISE_MAX
         support = (_support_by_pairs if pairwise else _support_by_sorting)(x.detach())
-    count = support.sum(-1, keepdim=True).clamp(min=1).to(x.dtype)
+    count = support.sum(-1, keepdim=True).clamp(min=1)
     theta = ((x * support).sum(-1, keepdim=True) - 1) / count  # (..., 1)
-    return (x - theta).clamp(min=0)
+    shifted = x - theta
+    positive = shifted.detach().sign().clamp(min=0)  # (..., K): 1 where kept, else 0
+    return (shifted * positive).abs()  # max(x - theta, 0); abs turns -0.0 into 0.0

@@ -390,14 +390,17 @@ class FSEncoder(SetEncoder):
             return super().value_and_vjp(x, mask)
         self._check_input(x, mask)
         pre = F.linear(x, self.lin1.weight, self.lin1.bias)  # (B, N, H)
-        h = F.linear(pre.relu(), self.lin2.weight, self.lin2.bias)  # (B, N, L)
+        # ReLU's derivative as a 0/1 float mask, piecewise constant (no gradient): ReLU is ``pre * active``
+        # and its vjp ``* active``. A float mask, not a bool one: a compiled training step saves it for
+        # the backward pass, and inductor's CPU kernels write bool tensors many times slower.
+        active = pre.detach().sign().clamp(min=0)  # (B, N, H)
+        h = F.linear(pre * active, self.lin2.weight, self.lin2.bias)  # (B, N, L)
         weights = self.pool.element_weights(h, mask, _duplicates(x, mask))  # (B|1, N|1, L|1)
         out = (h * weights).sum(1)  # (B, L)
-        pattern = pre.detach()  # ReLU's pattern: piecewise constant, no gradient; threshold_backward is its vjp
 
         def vjp(v: Tensor) -> Tensor:
             grad_h = weights * v.unsqueeze(1)  # (B, N, L)
-            grad_pre = torch.ops.aten.threshold_backward(grad_h @ self.lin2.weight, pattern, 0.0)  # (B, N, H)
+            grad_pre = (grad_h @ self.lin2.weight) * active  # (B, N, H)
             return grad_pre @ self.lin1.weight  # (B, N, D)
 
         return out, vjp
