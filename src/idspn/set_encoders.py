@@ -292,6 +292,28 @@ def _duplicates(x: Tensor, mask: Tensor | None) -> Tensor:
     return duplicate_index(x)
 
 
+def _relu_and_vjp_eager(pre: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    """``relu(pre)`` and ReLU's vjp, as autograd computes them.
+
+    The vjp reads ReLU's pattern from its output, which the next layer's backward keeps anyway, so
+    it costs no memory of its own (an unrolled DSPN keeps it for every step).
+    """
+    act = pre.relu()
+    pattern = act.detach()  # > 0 exactly where pre > 0; piecewise constant, no gradient
+    return act, lambda grad: torch.ops.aten.threshold_backward(grad, pattern, 0.0)
+
+
+def _relu_and_vjp(pre: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    """The same under ``torch.compile``, through a 0/1 float mask: ``pre * active`` and ``* active``.
+
+    A compiled training step saves ReLU's pattern for the backward pass, and inductor's CPU kernels
+    write a bool tensor tens of times slower than a float one (a ``(1024, 512)`` ReLU with its two
+    saved bool masks: 5.2 ms; with one float mask: 0.06 ms).
+    """
+    active = pre.detach().sign().clamp(min=0)  # (B, N, H): ReLU's derivative, no gradient
+    return pre * active, lambda grad: grad * active
+
+
 def _has_hooks(module: nn.Module) -> bool:
     return bool(
         module._forward_hooks
@@ -390,17 +412,15 @@ class FSEncoder(SetEncoder):
             return super().value_and_vjp(x, mask)
         self._check_input(x, mask)
         pre = F.linear(x, self.lin1.weight, self.lin1.bias)  # (B, N, H)
-        # ReLU's derivative as a 0/1 float mask, piecewise constant (no gradient): ReLU is ``pre * active``
-        # and its vjp ``* active``. A float mask, not a bool one: a compiled training step saves it for
-        # the backward pass, and inductor's CPU kernels write bool tensors many times slower.
-        active = pre.detach().sign().clamp(min=0)  # (B, N, H)
-        h = F.linear(pre * active, self.lin2.weight, self.lin2.bias)  # (B, N, L)
+        relu_vjp = _relu_and_vjp if torch.compiler.is_compiling() else _relu_and_vjp_eager
+        act, relu_back = relu_vjp(pre)  # (B, N, H)
+        h = F.linear(act, self.lin2.weight, self.lin2.bias)  # (B, N, L)
         weights = self.pool.element_weights(h, mask, _duplicates(x, mask))  # (B|1, N|1, L|1)
         out = (h * weights).sum(1)  # (B, L)
 
         def vjp(v: Tensor) -> Tensor:
             grad_h = weights * v.unsqueeze(1)  # (B, N, L)
-            grad_pre = (grad_h @ self.lin2.weight) * active  # (B, N, H)
+            grad_pre = relu_back(grad_h @ self.lin2.weight)  # (B, N, H)
             return grad_pre @ self.lin1.weight  # (B, N, D)
 
         return out, vjp
