@@ -36,9 +36,12 @@ def test_order_of_strided_and_empty_keys():
 
 def test_order_under_vmap_equals_the_batched_call():
     keys = _with_ties((4, 6, 33))
-    for dim in (0, 1):
+    for dim in (0, 1, 2):  # 2: the batch dim is the sorted one, which becomes dim 1 of the rows
         got = torch.func.vmap(descending_order, in_dims=dim)(keys)
         assert torch.equal(got, _reference(keys.movedim(dim, 0)))
+    rows = _with_ties((5, 33))
+    got = torch.func.vmap(lambda k, r: descending_order(r) + k, in_dims=(0, None))(torch.arange(3), rows)
+    assert torch.equal(got, _reference(rows) + torch.arange(3).view(3, 1, 1))  # unbatched keys
 
 
 def test_order_compiles_without_a_graph_break():

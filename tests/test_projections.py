@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from idspn import project_simplex
+from idspn.ranking import SORT_BACKENDS, set_sort_backend
 
 
 def test_projection_lies_on_simplex_and_is_idempotent():
@@ -29,14 +30,30 @@ def _reference_projection(x):
     return (x - cumsum.gather(-1, size - 1) / size).clamp(min=0)
 
 
-def test_projection_of_many_rows_matches_the_sorted_threshold_eager_and_compiled():
+@pytest.mark.parametrize("backend", SORT_BACKENDS)
+def test_projection_of_many_rows_matches_the_sorted_threshold_eager_and_compiled(backend):
     x = torch.randn(16, 50, 64) * 0.3
     x[0, 0, :4] = x[0, 0, 4]  # ties
     expected = _reference_projection(x)
-    assert torch.allclose(project_simplex(x), expected, atol=1e-6)
-    compiled = torch.compile(project_simplex, fullgraph=True)  # the pairwise-sum support
-    assert torch.allclose(compiled(x), expected, atol=1e-6)
-    assert torch.allclose(compiled(x).sum(-1), torch.ones(16, 50), atol=1e-5)
+    previous = set_sort_backend(backend)
+    try:
+        eager = project_simplex(x)
+        compiled = torch.compile(project_simplex, fullgraph=True)(x)  # the pairwise-sum support
+    finally:
+        set_sort_backend(previous)
+    for p in (eager, compiled):
+        assert torch.allclose(p, expected, atol=1e-6)
+        assert torch.allclose(p.sum(-1), torch.ones(16, 50), atol=1e-5)
+        assert not p.signbit().any()  # clipped entries are +0.0, not -0.0
+
+
+def test_compiled_projection_has_the_eager_gradient():
+    x = torch.randn(8, 5, 12, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(8, 5, 12, dtype=torch.float64)
+    (eager,) = torch.autograd.grad((project_simplex(x) * v).sum(), x)
+    compiled = torch.compile(project_simplex, fullgraph=True)  # float masks instead of clamp
+    (got,) = torch.autograd.grad((compiled(x) * v).sum(), x)
+    assert torch.allclose(got, eager)
 
 
 def test_projection_gradient_matches_finite_differences():

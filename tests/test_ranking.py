@@ -9,6 +9,7 @@ from idspn.ranking import (
     get_sort_backend,
     lookup_by_rank,
     set_sort_backend,
+    sort_descending,
 )
 
 
@@ -70,11 +71,19 @@ def test_lookup_by_rank_gathers_the_table_and_is_differentiable_in_it(n, sort_ba
 
 def test_the_sort_backend_is_one_of_the_named_ones():
     previous = set_sort_backend("torch")
-    assert get_sort_backend() == "torch"
-    assert set_sort_backend(previous) == "torch"
+    try:
+        assert get_sort_backend() == "torch"
+    finally:
+        assert set_sort_backend(previous) == "torch"
     with pytest.raises(ValueError, match="name must be one of"):
         set_sort_backend("cuda")
     assert get_sort_backend() == previous
+
+
+@pytest.mark.parametrize("n", [3, 40])
+def test_sort_descending_gives_the_sorted_values(n, sort_backend):
+    x = _with_ties((4, 5, n))
+    assert torch.equal(sort_descending(x), torch.sort(x, dim=-1, descending=True).values)
 
 
 def test_lookup_by_rank_rejects_a_table_that_does_not_fit():

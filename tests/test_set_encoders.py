@@ -68,6 +68,30 @@ def test_fused_vjp_matches_autograd(pooling, n, masked):
         assert torch.allclose(a, b, atol=1e-10)
 
 
+@pytest.mark.parametrize("n", [7, 40])
+def test_compiled_fused_vjp_matches_eager_and_its_gradients(n):
+    # Under torch.compile the ReLU and its vjp go through a float mask instead of relu and
+    # threshold_backward: the same values, and the same gradients in the parameters (Eq. 9).
+    enc = FSEncoder(set_dim=4, hidden_dim=12, latent_dim=6, set_size=n).double()
+    x = torch.randn(3, n, 4, dtype=torch.float64)
+    v = torch.randn(3, 6, dtype=torch.float64)
+
+    def value_and_product(x, v):
+        out, vjp = enc.value_and_vjp(x)
+        return out, vjp(v)
+
+    compiled = torch.compile(value_and_product, fullgraph=True)
+    results = []
+    for fn in (value_and_product, compiled):
+        out, product = fn(x, v)
+        grads = torch.autograd.grad((out.sum() + (product**2).sum()), list(enc.parameters()))
+        results.append((out, product, grads))
+    (out, product, grads), (c_out, c_product, c_grads) = results
+    assert torch.allclose(c_out, out) and torch.allclose(c_product, product, atol=1e-12)
+    for a, b in zip(c_grads, grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
 def test_generic_module_encoder_vjp_uses_autograd():
     module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5)).double()
     enc = ModuleSetEncoder(module, set_dim=3, latent_dim=5)

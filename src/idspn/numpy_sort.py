@@ -2,10 +2,10 @@
 
 Ranking a long set (``ranking._order_by_sorting``) needs a stable descending sort of many short rows,
 e.g. ``128 * 256`` rows of 64 keys per inner step of the numbering decoder. PyTorch's CPU sort
-handles them one row at a time in scalar code; NumPy (2.0 and later) sorts 64-bit integers with
-SIMD kernels (AVX-512 or AVX2 where the CPU has them). This module is the one place where the
-library leaves torch: ``benchmarks/inner_step_parts.py`` times the ranks both ways, and
-``idspn.ranking.set_sort_backend("torch")`` switches it off.
+handles them one row at a time in scalar code; recent NumPy releases sort 64-bit integers with SIMD
+kernels (AVX-512 or AVX2 where the CPU has them), on one thread. This module is the one place
+where the inner loop leaves torch: ``benchmarks/inner_step_parts.py`` times the ranks both ways,
+and ``idspn.ranking.set_sort_backend("torch")`` switches it off.
 
 Every key becomes one ``int64`` whose ascending order is the stable descending order of the keys:
 the float's bits mapped to an integer that *decreases* as the float increases, shifted left, with
@@ -34,7 +34,8 @@ def descending_order(keys: Tensor) -> Tensor:
     """Permutation that stably sorts the last dim of ``keys`` in descending order.
 
     Equals ``torch.sort(keys, dim=-1, descending=True, stable=True).indices`` for keys without NaN
-    (``-0.0`` and ``0.0`` are equal, so they tie by position). float64 keys, and keys off the CPU,
+    (``-0.0`` and ``0.0`` are equal, so they tie by position). NaN keys still give a permutation,
+    but not torch's: a NaN with its sign bit set sorts last. float64 keys, and keys off the CPU,
     are sorted by ``torch.sort`` itself: a float64 and its position do not fit in one ``int64``.
 
     Args:

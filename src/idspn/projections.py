@@ -54,11 +54,14 @@ def project_simplex(x: Tensor) -> Tensor:
         raise ValueError("x must be a floating tensor with a non-empty last dim")
     # Masks are 0/1 floats, not bools: a compiled training step saves them for the backward pass,
     # and inductor's CPU kernels write bool tensors many times slower.
+    compiling = torch.compiler.is_compiling()
     with torch.no_grad():
-        pairwise = torch.compiler.is_compiling() and x.shape[-1] <= PAIRWISE_MAX
+        pairwise = compiling and x.shape[-1] <= PAIRWISE_MAX
         support = (_support_by_pairs if pairwise else _support_by_sorting)(x.detach())
     count = support.sum(-1, keepdim=True).clamp(min=1)
     theta = ((x * support).sum(-1, keepdim=True) - 1) / count  # (..., 1)
     shifted = x - theta
+    if not compiling:
+        return shifted.clamp(min=0)
     positive = shifted.detach().sign().clamp(min=0)  # (..., K): 1 where kept, else 0
-    return (shifted * positive).abs()  # max(x - theta, 0); abs turns -0.0 into 0.0
+    return (shifted * positive).abs()  # the same max(x - theta, 0); abs turns -0.0 into 0.0

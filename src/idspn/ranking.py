@@ -1,9 +1,10 @@
-"""Ranks of set elements, the sorting inside FSPool (Zhang et al., 2020; Appendix A), in plain torch.
+"""Ranks of set elements, the sorting inside FSPool (Zhang et al., 2020; Appendix A).
 
 FSPool weights the r-th largest value of every feature, so a decoder that optimises through it
 needs, at every inner step, the rank of every element within every feature. Everything here is
-ordinary torch code: it runs under autograd, ``torch.func`` (vmap, jvp, vjp, grad, jacrev),
-``torch.compile`` (``fullgraph=True``) and on any device, and makes no host synchronisation.
+torch code (the CPU sort backend is a registered torch custom op): it runs under autograd,
+``torch.func`` (vmap, jvp, vjp, grad, jacrev), ``torch.compile`` (``fullgraph=True``) and on any
+device, and makes no host synchronisation.
 
 Ties are broken by position, with one rule for every feature (a stable descending order). That rule
 is what makes a decoder with FSPool multiset-equivariant on inputs with exact duplicates (Definition
@@ -49,8 +50,9 @@ __all__ = [
     "sort_descending",
 ]
 
-# Eager CPU: longest set ranked by counting, one element at a time (at most 256), per sort backend:
-# from about 10 elements on, NumPy's sort is faster than counting; torch's sort only from about 16.
+# Eager CPU: longest set ranked by counting, one element at a time (at most 256), per sort backend.
+# Measured at 2 threads: counting is faster than NumPy's sort up to 8 elements (12: the sort is),
+# and than torch's sort up to about 16.
 COUNTING_MAX_EAGER = {"numpy": 8, "torch": 16}
 COUNTING_MAX_COMPILED = 128  # compiled: longest set ranked by fused pairwise counting
 
@@ -135,11 +137,15 @@ def canonical_keys(h: Tensor, duplicates: Tensor | None) -> Tensor:
 
 
 def set_sort_backend(name: str) -> str:
-    """Choose how sets too long to count are sorted on CPU; returns the previous choice.
+    """Choose how CPU tensors are sorted here; returns the previous choice.
 
-    ``"numpy"`` (the default): ``idspn.numpy_sort``, NumPy's vectorised integer sort behind a
-    torch custom op (it composes with autograd, ``torch.func`` and ``torch.compile``).
-    ``"torch"``: ``torch.sort``, as on every other device. Both give the same orders.
+    It governs the ranks of sets too long to count and ``sort_descending`` (the simplex
+    projection's sort). ``"numpy"`` (the default): ``idspn.numpy_sort``, NumPy's vectorised
+    integer sort behind a torch custom op (it composes with autograd, ``torch.func`` and
+    ``torch.compile``); it runs on one thread, so on a machine with many cores ``torch.sort`` may
+    be faster (``benchmarks/inner_step_parts.py`` times both). ``"torch"``: ``torch.sort``, as on
+    every other device. Both give the same orders for keys without NaN. The choice is one setting
+    for the whole process (not per thread).
     """
     global _sort_backend
     if name not in SORT_BACKENDS:
@@ -199,7 +205,14 @@ def _order_by_sorting(x: Tensor) -> Tensor:
 
 
 def sort_descending(x: Tensor) -> Tensor:
-    """The values of ``x`` sorted in descending order along its last dim, by the chosen backend."""
+    """The values of ``x`` sorted in descending order along its last dim, by the chosen backend.
+
+    Args:
+        x: ``(..., K)`` floating tensor.
+
+    Returns:
+        ``(..., K)`` tensor, each row in descending order (as ``torch.sort(x, descending=True)``).
+    """
     if _sort_backend == "numpy" and x.device.type == "cpu":
         return x.gather(-1, descending_order(x.detach()))
     return torch.sort(x, dim=-1, descending=True).values
