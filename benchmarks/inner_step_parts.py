@@ -46,7 +46,7 @@ def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]
     """The callables to time for ``task``: each part eagerly and compiled, and the matrix products."""
     from idspn.decoders import inner_step
     from idspn.projections import project_simplex
-    from idspn.ranking import COUNTING_MAX_EAGER, descending_ranks, duplicate_index, set_sort_backend
+    from idspn.ranking import COUNTING_MAX_EAGER, descending_ranks, duplicate_index, use_sort_backend
 
     state = inner_state(task, device)
     problem, optimizer = state.problem, state.setup.decoder.optimizer
@@ -71,11 +71,8 @@ def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]
     if h.shape[1] > COUNTING_MAX_EAGER["numpy"]:
 
         def ranks_by_torch_sort() -> object:
-            previous = set_sort_backend("torch")
-            try:
+            with use_sort_backend("torch"):
                 return descending_ranks(h)
-            finally:
-                set_sort_backend(previous)
 
         parts["ranks by torch.sort, eager"] = ranks_by_torch_sort
     return parts

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from idspn import project_simplex
-from idspn.ranking import SORT_BACKENDS, set_sort_backend
+from idspn.ranking import SORT_BACKENDS, use_sort_backend
 
 
 def test_projection_lies_on_simplex_and_is_idempotent():
@@ -35,12 +35,9 @@ def test_projection_of_many_rows_matches_the_sorted_threshold_eager_and_compiled
     x = torch.randn(16, 50, 64) * 0.3
     x[0, 0, :4] = x[0, 0, 4]  # ties
     expected = _reference_projection(x)
-    previous = set_sort_backend(backend)
-    try:
+    with use_sort_backend(backend):
         eager = project_simplex(x)
         compiled = torch.compile(project_simplex, fullgraph=True)(x)  # the pairwise-sum support
-    finally:
-        set_sort_backend(previous)
     for p in (eager, compiled):
         assert torch.allclose(p, expected, atol=1e-6)
         assert torch.allclose(p.sum(-1), torch.ones(16, 50), atol=1e-5)

@@ -10,14 +10,14 @@ from idspn.ranking import (
     lookup_by_rank,
     set_sort_backend,
     sort_descending,
+    use_sort_backend,
 )
 
 
 @pytest.fixture(params=SORT_BACKENDS)
 def sort_backend(request):
-    previous = set_sort_backend(request.param)
-    yield request.param
-    set_sort_backend(previous)
+    with use_sort_backend(request.param):
+        yield request.param
 
 
 def _reference_ranks(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -34,8 +34,8 @@ def _with_ties(shape):
     return torch.where(torch.rand(shape) < 0.2, torch.tensor(-0.0), x)
 
 
-# Sets counted in eager mode on CPU (up to 8, or 16 with the torch backend) and sorted ones.
-@pytest.mark.parametrize("n", [1, 5, 8, 9, 16, 17, 40, 64])
+# Sets counted in eager mode on CPU (up to 10, or 24 with the torch backend) and sorted ones.
+@pytest.mark.parametrize("n", [1, 5, 10, 11, 24, 25, 40, 64])
 def test_ranks_are_the_stable_descending_order(n, sort_backend):
     x = _with_ties((3, n, 7))
     assert torch.equal(descending_ranks(x), _reference_ranks(x, 1))
@@ -78,6 +78,10 @@ def test_the_sort_backend_is_one_of_the_named_ones():
     with pytest.raises(ValueError, match="name must be one of"):
         set_sort_backend("cuda")
     assert get_sort_backend() == previous
+    with pytest.raises(RuntimeError), use_sort_backend("torch"):
+        assert get_sort_backend() == "torch"
+        raise RuntimeError
+    assert get_sort_backend() == previous  # restored on the way out, also after an error
 
 
 @pytest.mark.parametrize("n", [3, 40])

@@ -32,6 +32,9 @@ weights they select are differentiable in the weight table only.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
@@ -48,12 +51,12 @@ __all__ = [
     "lookup_by_rank",
     "set_sort_backend",
     "sort_descending",
+    "use_sort_backend",
 ]
 
-# Eager CPU: longest set ranked by counting, one element at a time (at most 256), per sort backend.
-# Measured at 2 threads: counting is faster than NumPy's sort up to 8 elements (12: the sort is),
-# and than torch's sort up to about 16.
-COUNTING_MAX_EAGER = {"numpy": 8, "torch": 16}
+# Eager CPU: longest set ranked by counting, one element at a time (at most 256), per sort backend:
+# the set size up to which counting beats that backend's sort (`benchmarks/rank_crossover.py`).
+COUNTING_MAX_EAGER = {"numpy": 10, "torch": 24}
 COUNTING_MAX_COMPILED = 128  # compiled: longest set ranked by fused pairwise counting
 
 SORT_BACKENDS = ("numpy", "torch")  # how long sets are sorted on CPU (other devices: torch)
@@ -159,6 +162,16 @@ def get_sort_backend() -> str:
     return _sort_backend
 
 
+@contextmanager
+def use_sort_backend(name: str) -> Iterator[None]:
+    """``set_sort_backend(name)`` for the body of a ``with`` block, then the previous choice again."""
+    previous = set_sort_backend(name)
+    try:
+        yield
+    finally:
+        set_sort_backend(previous)
+
+
 def _ranks_by_counting(x: Tensor) -> Tensor:
     """Stable descending ranks along dim 1 of ``(B, N, L)``: how many elements precede each.
 
@@ -190,6 +203,13 @@ def _ranks_by_elements(x: Tensor) -> Tensor:
     return torch.stack(ranks, dim=1).long()  # (B, N, L)
 
 
+def _descending_order(rows: Tensor) -> Tensor:
+    """``(..., K)``: the stable descending order of every row, by the chosen sort backend."""
+    if _sort_backend == "numpy" and rows.device.type == "cpu":
+        return descending_order(rows)
+    return torch.sort(rows.contiguous(), dim=-1, descending=True, stable=True).indices
+
+
 def _order_by_sorting(x: Tensor) -> Tensor:
     """``(B, N, L) -> (B, L, N)``: for every feature, the positions of its elements in stable
     descending order.
@@ -198,10 +218,7 @@ def _order_by_sorting(x: Tensor) -> Tensor:
     strided set dim; so do the scatters that use the order (``benchmarks/inner_step_parts.py``
     times the eager ranks).
     """
-    rows = x.transpose(1, 2)  # (B, L, N)
-    if _sort_backend == "numpy" and x.device.type == "cpu":
-        return descending_order(rows)
-    return torch.sort(rows.contiguous(), dim=2, descending=True, stable=True).indices
+    return _descending_order(x.transpose(1, 2))
 
 
 def sort_descending(x: Tensor) -> Tensor:
@@ -213,9 +230,7 @@ def sort_descending(x: Tensor) -> Tensor:
     Returns:
         ``(..., K)`` tensor, each row in descending order (as ``torch.sort(x, descending=True)``).
     """
-    if _sort_backend == "numpy" and x.device.type == "cpu":
-        return x.gather(-1, descending_order(x.detach()))
-    return torch.sort(x, dim=-1, descending=True).values
+    return x.gather(-1, _descending_order(x.detach()))
 
 
 def _counting_max(x: Tensor) -> int:
@@ -242,6 +257,11 @@ def _ranks(keys: Tensor) -> Tensor:
     """Stable descending ranks along dim 1 of ``(B, N, L)``, by whichever way suits the context."""
     if keys.shape[1] <= _counting_max(keys):
         return _ranks_by_counting(keys) if torch.compiler.is_compiling() else _ranks_by_elements(keys)
+    return _ranks_by_sorting(keys)
+
+
+def _ranks_by_sorting(keys: Tensor) -> Tensor:
+    """Stable descending ranks along dim 1 of ``(B, N, L)``: the inverse of the sort's order."""
     order = _order_by_sorting(keys)  # (B, L, N)
     positions = torch.arange(keys.shape[1], device=keys.device).expand_as(order)
     return torch.zeros_like(order).scatter(2, order, positions).transpose(1, 2)  # (B, N, L)
@@ -296,9 +316,16 @@ def lookup_by_rank(x: Tensor, table: Tensor, dim: int = 1) -> Tensor:
         )
     keys = _as_sets(x.detach(), dim)  # (B, N, L)
     full = _as_sets(table.expand(x.shape), dim)  # (B, N, L): the entry of rank r at position r
-    if keys.shape[1] <= _counting_max(keys):
-        out = full.gather(1, _ranks(keys))
-    else:  # the sort's order carries every rank's entry straight to its element
-        order = _order_by_sorting(keys)  # (B, L, N)
-        out = torch.zeros_like(order, dtype=full.dtype).scatter(2, order, full.transpose(1, 2)).transpose(1, 2)
-    return out.reshape(x.shape)
+    lookup = _lookup_by_ranks if keys.shape[1] <= _counting_max(keys) else _lookup_by_sorting
+    return lookup(keys, full).reshape(x.shape)
+
+
+def _lookup_by_ranks(keys: Tensor, full: Tensor) -> Tensor:
+    """``(B, N, L)``: each element's entry of ``full`` at its rank (counted, or sorted and inverted)."""
+    return full.gather(1, _ranks(keys))
+
+
+def _lookup_by_sorting(keys: Tensor, full: Tensor) -> Tensor:
+    """``_lookup_by_ranks`` without the ranks: the sort's order carries every entry to its element."""
+    order = _order_by_sorting(keys)  # (B, L, N)
+    return torch.zeros_like(order, dtype=full.dtype).scatter(2, order, full.transpose(1, 2)).transpose(1, 2)
