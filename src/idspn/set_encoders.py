@@ -307,8 +307,7 @@ def _relu_and_vjp(pre: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
     """The same under ``torch.compile``, through a 0/1 float mask: ``pre * active`` and ``* active``.
 
     A compiled training step saves ReLU's pattern for the backward pass, and inductor's CPU kernels
-    write a bool tensor tens of times slower than a float one (a ``(1024, 512)`` ReLU with its two
-    saved bool masks: 5.2 ms; with one float mask: 0.06 ms).
+    write a bool tensor many times slower than a float one.
     """
     active = pre.detach().sign().clamp(min=0)  # (B, N, H): ReLU's derivative, no gradient
     return pre * active, lambda grad: grad * active
