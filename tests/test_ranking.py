@@ -69,6 +69,19 @@ def test_lookup_by_rank_gathers_the_table_and_is_differentiable_in_it(n, sort_ba
     assert torch.allclose(g, r)
 
 
+@pytest.mark.parametrize("n", [5, 8, 9, 40])  # a one-hot sum up to ONE_HOT_MAX_COMPILED, then a gather
+def test_compiled_lookup_by_rank_equals_the_gather_and_its_gradient(n):
+    x = _with_ties((3, n, 4))
+    table = torch.randn(1, n, 4, requires_grad=True)
+    expected = table.expand(3, n, 4).gather(1, _reference_ranks(x, 1))
+    got = torch.compile(lookup_by_rank, fullgraph=True)(x, table)
+    assert torch.equal(got, expected)
+    v = torch.randn_like(got)
+    (g,) = torch.autograd.grad((got * v).sum(), table)
+    (r,) = torch.autograd.grad((expected * v).sum(), table)
+    assert torch.allclose(g, r)
+
+
 def test_the_sort_backend_is_one_of_the_named_ones():
     previous = set_sort_backend("torch")
     try:

@@ -43,6 +43,7 @@ from .numpy_sort import descending_order
 __all__ = [
     "COUNTING_MAX_COMPILED",
     "COUNTING_MAX_EAGER",
+    "ONE_HOT_MAX_COMPILED",
     "SORT_BACKENDS",
     "canonical_keys",
     "descending_ranks",
@@ -58,6 +59,9 @@ __all__ = [
 # the set size up to which counting beats that backend's sort (`benchmarks/rank_crossover.py`).
 COUNTING_MAX_EAGER = {"numpy": 10, "torch": 24}
 COUNTING_MAX_COMPILED = 128  # compiled: longest set ranked by fused pairwise counting
+# Compiled, with a gradient to the table: longest set whose lookup is a one-hot sum over its ranks
+# (N times the work of a gather, with a fused backward); the autoencoding sets (N = 8) are this long.
+ONE_HOT_MAX_COMPILED = 8
 
 SORT_BACKENDS = ("numpy", "torch")  # how long sets are sorted on CPU (other devices: torch)
 _sort_backend = "numpy"
@@ -321,8 +325,19 @@ def lookup_by_rank(x: Tensor, table: Tensor, dim: int = 1) -> Tensor:
 
 
 def _lookup_by_ranks(keys: Tensor, full: Tensor) -> Tensor:
-    """``(B, N, L)``: each element's entry of ``full`` at its rank (counted, or sorted and inverted)."""
-    return full.gather(1, _ranks(keys))
+    """``(B, N, L)``: each element's entry of ``full`` at its rank (counted, or sorted and inverted).
+
+    Under ``torch.compile``, for a table that needs a gradient and a set of at most
+    ``ONE_HOT_MAX_COMPILED`` elements, the entry is picked by a sum over the ranks with one
+    non-zero term (exact): the gradient of a gather is a scatter-add, which inductor leaves to an
+    eager kernel in the backward pass, while the sum's gradient is one fused reduction.
+    """
+    ranks = _ranks(keys)  # (B, N, L)
+    n = keys.shape[1]
+    if torch.compiler.is_compiling() and full.requires_grad and n <= ONE_HOT_MAX_COMPILED:
+        hit = ranks.unsqueeze(2) == torch.arange(n, device=keys.device).view(1, 1, n, 1)  # (B, N, R, L)
+        return torch.where(hit, full.unsqueeze(1), 0.0).sum(2)
+    return full.gather(1, ranks)
 
 
 def _lookup_by_sorting(keys: Tensor, full: Tensor) -> Tensor:
