@@ -10,8 +10,10 @@ timed alone, eagerly and compiled with ``torch.compile(fullgraph=True)``, all in
 * ``ranks``: the stable descending ranks of the element features (``ranking.descending_ranks``);
   for sets long enough to be sorted, also eagerly with ``torch.sort`` in place of the default
   NumPy backend (``ranks by torch.sort``: the row that shows why ``idspn.numpy_sort`` exists);
-* ``pool weights``: FSPool's weight of every element: duplicates, canonical keys, ranks and lookup
-  (``FSPool.element_weights``);
+* ``exact duplicates`` (CPU): the encoder's in-place copy of duplicate rows
+  (``ranking.copy_first_occurrences_``), on features where nothing repeats, as in a random set;
+* ``pool weights``: FSPool's weight of every element, ranks and lookup (``FSPool.element_weights``);
+  on CPU of features already made exact, elsewhere with the canonical keys of the duplicate index;
 * ``projection``: the simplex projection of the iterate (numbering only).
 
 The parts overlap (pool weights include ranks and the duplicate index) and, compiled inside the step,
@@ -46,7 +48,13 @@ def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]
     """The callables to time for ``task``: each part eagerly and compiled, and the matrix products."""
     from idspn.decoders import inner_step
     from idspn.projections import project_simplex
-    from idspn.ranking import COUNTING_MAX_EAGER, descending_ranks, duplicate_index, use_sort_backend
+    from idspn.ranking import (
+        COUNTING_MAX_EAGER,
+        copy_first_occurrences_,
+        descending_ranks,
+        duplicate_index,
+        use_sort_backend,
+    )
 
     state = inner_state(task, device)
     problem, optimizer = state.problem, state.setup.decoder.optimizer
@@ -60,8 +68,12 @@ def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]
         "inner step": lambda: inner_step(problem, optimizer, state.y, state.buf),
         "duplicate index": lambda: duplicate_index(x),
         "ranks": lambda: descending_ranks(h),
-        "pool weights": lambda: encoder.pool.element_weights(h, None, duplicates),
     }
+    if device.type == "cpu":  # as FSEncoder does it there
+        kinds["exact duplicates"] = lambda: copy_first_occurrences_(h, duplicates)
+        kinds["pool weights"] = lambda: encoder.pool.element_weights(h, None, None)
+    else:
+        kinds["pool weights"] = lambda: encoder.pool.element_weights(h, None, duplicates)
     if optimizer.projection is not None:
         kinds["projection"] = lambda: project_simplex(state.y)
     parts: dict[str, Callable[[], object]] = {"matrix products": state.matrix_products()}

@@ -4,6 +4,7 @@ import torch
 from idspn.ranking import (
     SORT_BACKENDS,
     canonical_keys,
+    copy_first_occurrences_,
     descending_ranks,
     duplicate_index,
     get_sort_backend,
@@ -146,3 +147,33 @@ def test_canonical_keys_copy_the_first_occurrence_exactly_eager_and_compiled():
     assert torch.equal(canonical_keys(h, duplicates), expected)
     assert torch.equal(torch.compile(canonical_keys, fullgraph=True)(h, duplicates), expected)
     assert torch.equal(canonical_keys(h, None), h)
+
+
+def _sets_with_duplicates():
+    h = torch.randn(2, 5, 4)
+    duplicates = torch.tensor([[0, 1, 1, 3, 0], [0, 1, 2, 3, 4]])
+    return h, duplicates, canonical_keys(h, duplicates)
+
+
+def test_copy_first_occurrences_changes_the_copies_only_in_place_eager_and_compiled():
+    h, duplicates, expected = _sets_with_duplicates()
+    for copy in (copy_first_occurrences_, torch.compile(copy_first_occurrences_, fullgraph=True)):
+        got = h.clone()
+        copy(got, duplicates)
+        assert torch.equal(got, expected)
+    untouched = h.clone()
+    copy_first_occurrences_(untouched, torch.arange(5).expand(2, 5))  # no duplicates: nothing moves
+    assert torch.equal(untouched, h)
+
+
+def test_copy_first_occurrences_under_vmap_changes_the_batched_tensor():
+    h, duplicates, expected = _sets_with_duplicates()
+    stacked = h.unsqueeze(0).repeat(3, 1, 1, 1).movedim(0, 2)  # (B, N, 3, L): batched along dim 2
+    torch.func.vmap(copy_first_occurrences_, in_dims=(2, None), out_dims=None)(stacked, duplicates)
+    assert torch.equal(stacked.movedim(2, 0), expected.expand(3, -1, -1, -1))
+    many = torch.stack([duplicates, torch.arange(5).expand(2, 5)])  # (2, B, N): one per batch entry
+    both = h.unsqueeze(0).repeat(2, 1, 1, 1)
+    torch.func.vmap(copy_first_occurrences_, out_dims=None)(both, many)
+    assert torch.equal(both[0], expected) and torch.equal(both[1], h)
+    with pytest.raises(ValueError, match="h must be batched"):
+        torch.func.vmap(copy_first_occurrences_, in_dims=(None, 0), out_dims=None)(h.clone(), many)

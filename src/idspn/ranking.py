@@ -12,8 +12,10 @@ is what makes a decoder with FSPool multiset-equivariant on inputs with exact du
 permuting them permutes the outputs. It only holds if equal input elements really give equal
 features, and a matrix product need not: BLAS kernels may round equal rows differently depending on
 where they fall in their tiles. ``duplicate_index`` finds the exact duplicates among the rows of the
-encoder's *input*, and ``canonical_keys`` gives every duplicate the features of its first
-occurrence before ranking, so the tie rule applies whatever the arithmetic did.
+encoder's *input*, and every duplicate gets the features of its first occurrence before ranking,
+so the tie rule applies whatever the arithmetic did: ``canonical_keys`` returns ranking keys with
+those rows copied (no host synchronisation, any device), ``copy_first_occurrences_`` copies them
+into the features in place (on CPU: no copy of the features at all when nothing repeats).
 
 How the ranks are computed depends on where the code runs, not on what it computes (each way is
 tested against ``torch.sort(stable=True)``):
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -46,6 +49,7 @@ __all__ = [
     "ONE_HOT_MAX_COMPILED",
     "SORT_BACKENDS",
     "canonical_keys",
+    "copy_first_occurrences_",
     "descending_ranks",
     "duplicate_index",
     "get_sort_backend",
@@ -138,6 +142,48 @@ def canonical_keys(h: Tensor, duplicates: Tensor | None) -> Tensor:
     b, n, _ = h.shape
     rows = (duplicates + n * torch.arange(b, device=h.device).unsqueeze(1)).flatten()  # (B * N,) into (B * N, L)
     return h.flatten(0, 1).index_select(0, rows).view_as(h)  # whole rows: faster than an elementwise gather
+
+
+@torch.library.custom_op("idspn::copy_first_occurrences_", mutates_args=("h",))
+def copy_first_occurrences_(h: Tensor, duplicates: Tensor) -> None:
+    """In place: every row of ``h`` whose input row had an earlier equal one becomes an exact copy
+    of that first occurrence's row (what ``canonical_keys`` returns, without copying ``h``).
+
+    Meant for an encoder's own features on CPU, right after the layer that made them: equal inputs
+    then have equal features everywhere after, in the ranking and in the pooled value alike. Rows
+    are found with ``nonzero``, so a set without duplicates costs one comparison per element and no
+    copy; on a GPU ``nonzero`` would wait for the device, so encoders there use ``canonical_keys``.
+    A registered custom op (with fake and vmap rules), so that ``torch.compile`` leaves its
+    data-dependent part to it; it has no gradient: pass a detached ``h``.
+
+    Args:
+        h: ``(..., N, L)`` element features, changed in place.
+        duplicates: ``(..., N)`` from ``duplicate_index`` of the rows ``h`` was computed from.
+    """
+    n = h.shape[-2]
+    rows = (duplicates != torch.arange(n, device=duplicates.device)).nonzero()  # (K, dims): the copies
+    if rows.numel():
+        index = rows.unbind(1)
+        h[index] = h[index[:-1] + (duplicates[index],)]
+
+
+@copy_first_occurrences_.register_fake
+def _(h: Tensor, duplicates: Tensor) -> None:
+    return None
+
+
+@copy_first_occurrences_.register_vmap
+def _(info: Any, in_dims: tuple[int | None, int | None], h: Tensor, duplicates: Tensor) -> tuple[None, None]:
+    h_dim, d_dim = in_dims
+    if h_dim is None:
+        if d_dim is not None:
+            raise ValueError("copy_first_occurrences_: h must be batched wherever duplicates is (it changes in place)")
+        copy_first_occurrences_(h, duplicates)
+        return None, None
+    h = h.movedim(h_dim, 0)  # a view: the copies land in the batched tensor
+    d = duplicates.movedim(d_dim, 0) if d_dim is not None else duplicates.expand(info.batch_size, *duplicates.shape)
+    copy_first_occurrences_(h, d)
+    return None, None
 
 
 # --- ranks -------------------------------------------------------------------------------------

@@ -12,9 +12,11 @@ vector-Jacobian product of pooling is simply ``w * grad``. This one form gives
   elements different gradients (exclusively multiset-equivariant, Appendix A); constant weights
   (sum, mean) cannot (set-equivariant).
 
-Ranks are taken on keys in which exact duplicates of an input row share their first occurrence's
-features (``ranking.canonical_keys``), so ties between equal elements are broken by position in
-every feature whatever rounding the matrix products did.
+Ranks are taken on features in which exact duplicates of an input row share their first
+occurrence's features, so ties between equal elements are broken by position in every feature
+whatever rounding the matrix products did: ``FSEncoder`` copies those rows in place on CPU
+(``ranking.copy_first_occurrences_``), and elsewhere, like a pooling given a ``duplicates`` index,
+ranks canonical keys (``ranking.canonical_keys``).
 
 The file reads top-down: input checks -> the encoder interface -> poolings -> the encoder.
 """
@@ -29,7 +31,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module_hooks
 from torch.nn.utils import parametrize
 
-from .ranking import canonical_keys, duplicate_index, lookup_by_rank
+from .ranking import canonical_keys, copy_first_occurrences_, duplicate_index, lookup_by_rank
 
 __all__ = [
     "SetEncoder",
@@ -292,6 +294,20 @@ def _duplicates(x: Tensor, mask: Tensor | None) -> Tensor:
     return duplicate_index(x)
 
 
+def _exact_duplicates(h: Tensor, x: Tensor, mask: Tensor | None) -> Tensor | None:
+    """Make the features ``h`` of equal input rows equal, for the pooling to rank.
+
+    On CPU, in place on the encoder's own ``h`` (``ranking.copy_first_occurrences_``): nothing is
+    left for the pooling to do (None). Elsewhere the ``duplicates`` index, with which the pooling
+    ranks canonical keys (``ranking.canonical_keys``), with no host synchronisation.
+    """
+    duplicates = _duplicates(x, mask)
+    if h.device.type != "cpu":
+        return duplicates
+    copy_first_occurrences_(h.detach(), duplicates)
+    return None
+
+
 def _relu_and_vjp_eager(pre: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
     """``relu(pre)`` and ReLU's vjp, as autograd computes them.
 
@@ -377,7 +393,7 @@ class FSEncoder(SetEncoder):
         """``(B, N, D) -> (B, L)``; padded elements (``mask`` False) do not change the result."""
         self._check_input(x, mask)
         h = self.lin2(F.relu(self.lin1(x)))  # (B, N, L)
-        return self.pool(h, mask, _duplicates(x, mask))
+        return self.pool(h, mask, _exact_duplicates(h, x, mask))
 
     def fused_is_exact(self) -> bool:
         """Whether the fused ``value_and_vjp`` computes the gradient of this module's ``forward``.
@@ -414,7 +430,7 @@ class FSEncoder(SetEncoder):
         relu_vjp = _relu_and_vjp if torch.compiler.is_compiling() else _relu_and_vjp_eager
         act, relu_back = relu_vjp(pre)  # (B, N, H)
         h = F.linear(act, self.lin2.weight, self.lin2.bias)  # (B, N, L)
-        weights = self.pool.element_weights(h, mask, _duplicates(x, mask))  # (B|1, N|1, L|1)
+        weights = self.pool.element_weights(h, mask, _exact_duplicates(h, x, mask))  # (B|1, N|1, L|1)
         out = (h * weights).sum(1)  # (B, L)
 
         def vjp(v: Tensor) -> Tensor:
