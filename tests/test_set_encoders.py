@@ -139,6 +139,19 @@ class _DoubledForward(FSEncoder):
         return 2 * super().forward(x, mask)
 
 
+def test_a_hook_that_saves_the_features_still_backpropagates_through_duplicates():
+    # The features of duplicate rows are made exact in place only where they are the encoder's
+    # own: a hook's output may be saved for the backward pass, and must not change after.
+    torch.manual_seed(0)
+    enc = FSEncoder(set_dim=3, hidden_dim=8, latent_dim=4)
+    enc.lin2.register_forward_hook(lambda module, inputs, out: out.exp())  # exp saves its result
+    x = torch.randn(2, 6, 3)
+    x[:, 4] = x[:, 1]
+    x.requires_grad_()
+    enc(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 @pytest.mark.parametrize("change", ["hook", "subclass", "parametrization", "replaced layer", "none"])
 def test_fused_vjp_only_where_it_computes_the_gradient_of_forward(change):
     torch.manual_seed(0)

@@ -294,15 +294,16 @@ def _duplicates(x: Tensor, mask: Tensor | None) -> Tensor:
     return duplicate_index(x)
 
 
-def _exact_duplicates(h: Tensor, x: Tensor, mask: Tensor | None) -> Tensor | None:
+def _exact_duplicates(h: Tensor, x: Tensor, mask: Tensor | None, own: bool) -> Tensor | None:
     """Make the features ``h`` of equal input rows equal, for the pooling to rank.
 
-    On CPU, in place on the encoder's own ``h`` (``ranking.copy_first_occurrences_``): nothing is
-    left for the pooling to do (None). Elsewhere the ``duplicates`` index, with which the pooling
+    On CPU, where ``h`` is the encoder's ``own`` (``lin2``'s output, which nothing has saved for a
+    backward pass: no hook ran on it), in place (``ranking.copy_first_occurrences_``), leaving
+    nothing for the pooling to do (None). Otherwise the ``duplicates`` index, with which the pooling
     ranks canonical keys (``ranking.canonical_keys``), with no host synchronisation.
     """
     duplicates = _duplicates(x, mask)
-    if h.device.type != "cpu":
+    if h.device.type != "cpu" or not own:
         return duplicates
     copy_first_occurrences_(h.detach(), duplicates)
     return None
@@ -393,7 +394,7 @@ class FSEncoder(SetEncoder):
         """``(B, N, D) -> (B, L)``; padded elements (``mask`` False) do not change the result."""
         self._check_input(x, mask)
         h = self.lin2(F.relu(self.lin1(x)))  # (B, N, L)
-        return self.pool(h, mask, _exact_duplicates(h, x, mask))
+        return self.pool(h, mask, _exact_duplicates(h, x, mask, own=self.fused_is_exact()))
 
     def fused_is_exact(self) -> bool:
         """Whether the fused ``value_and_vjp`` computes the gradient of this module's ``forward``.
@@ -430,7 +431,7 @@ class FSEncoder(SetEncoder):
         relu_vjp = _relu_and_vjp if torch.compiler.is_compiling() else _relu_and_vjp_eager
         act, relu_back = relu_vjp(pre)  # (B, N, H)
         h = F.linear(act, self.lin2.weight, self.lin2.bias)  # (B, N, L)
-        weights = self.pool.element_weights(h, mask, _exact_duplicates(h, x, mask))  # (B|1, N|1, L|1)
+        weights = self.pool.element_weights(h, mask, _exact_duplicates(h, x, mask, own=True))  # (B|1, N|1, L|1)
         out = (h * weights).sum(1)  # (B, L)
 
         def vjp(v: Tensor) -> Tensor:
