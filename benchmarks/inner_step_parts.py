@@ -16,7 +16,7 @@ timed alone, eagerly and compiled with ``torch.compile(fullgraph=True)``, all in
   on CPU of features already made exact, elsewhere with the canonical keys of the duplicate index;
 * ``projection``: the simplex projection of the iterate (numbering only).
 
-The parts overlap (pool weights include ranks and the duplicate index) and, compiled inside the step,
+The parts overlap (pool weights include the ranks, and off the CPU the canonical keys) and, compiled inside the step,
 are fused with each other, so they do not add up to the step; what they show is the cost of each
 kind of work at these shapes, and so what bounds the step's FLOP rate: with a step at rate ``r``,
 everything but the matrix products must fit in ``matrix products * (1 / r - 1)``.

@@ -177,3 +177,13 @@ def test_copy_first_occurrences_under_vmap_changes_the_batched_tensor():
     assert torch.equal(both[0], expected) and torch.equal(both[1], h)
     with pytest.raises(ValueError, match="h must be batched"):
         torch.func.vmap(copy_first_occurrences_, in_dims=(None, 0), out_dims=None)(h.clone(), many)
+
+
+def test_copy_first_occurrences_rejects_a_mismatched_index_and_a_tensor_that_needs_grad():
+    h, duplicates, _ = _sets_with_duplicates()
+    with pytest.raises(ValueError, match="duplicates must be an integer tensor"):
+        copy_first_occurrences_(h, duplicates[0])
+    with pytest.raises(ValueError, match="duplicates must be an integer tensor"):
+        copy_first_occurrences_(h, duplicates.float())
+    with pytest.raises(ValueError, match="must not require grad"):
+        copy_first_occurrences_(h.requires_grad_(), duplicates)

@@ -47,7 +47,9 @@ def test_fspool_weights_interpolate_between_pieces():
 @pytest.mark.parametrize("pooling", POOLINGS)
 def test_fused_vjp_matches_autograd(pooling, n, masked):
     enc = FSEncoder(set_dim=4, hidden_dim=12, latent_dim=6, pooling=pooling).double()
-    x = torch.randn(3, n, 4, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, n, 4, dtype=torch.float64)
+    x[:, 2] = x[:, 0]  # duplicates: on CPU their features are copied in place, under autograd
+    x.requires_grad_()
     mask = torch.rand(3, n) < 0.7 if masked else None
     if masked:
         mask[:, 0] = True
@@ -74,6 +76,7 @@ def test_compiled_fused_vjp_matches_eager_and_its_gradients(n):
     # threshold_backward: the same values, and the same gradients in the parameters (Eq. 9).
     enc = FSEncoder(set_dim=4, hidden_dim=12, latent_dim=6, set_size=n).double()
     x = torch.randn(3, n, 4, dtype=torch.float64)
+    x[:, 2] = x[:, 0]  # duplicates: copied in place into an intermediate of the compiled graph
     v = torch.randn(3, 6, dtype=torch.float64)
 
     def value_and_product(x, v):
@@ -139,12 +142,14 @@ class _DoubledForward(FSEncoder):
         return 2 * super().forward(x, mask)
 
 
-def test_a_hook_that_saves_the_features_still_backpropagates_through_duplicates():
+@pytest.mark.parametrize("hooked", [False, True])
+def test_backpropagation_through_duplicates_with_and_without_a_hook_that_saves_the_features(hooked):
     # The features of duplicate rows are made exact in place only where they are the encoder's
     # own: a hook's output may be saved for the backward pass, and must not change after.
     torch.manual_seed(0)
     enc = FSEncoder(set_dim=3, hidden_dim=8, latent_dim=4)
-    enc.lin2.register_forward_hook(lambda module, inputs, out: out.exp())  # exp saves its result
+    if hooked:
+        enc.lin2.register_forward_hook(lambda module, inputs, out: out.exp())  # exp saves its result
     x = torch.randn(2, 6, 3)
     x[:, 4] = x[:, 1]
     x.requires_grad_()
@@ -152,7 +157,7 @@ def test_a_hook_that_saves_the_features_still_backpropagates_through_duplicates(
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
-@pytest.mark.parametrize("change", ["hook", "subclass", "parametrization", "replaced layer", "none"])
+@pytest.mark.parametrize("change", ["hook", "subclass", "parametrization", "replaced layer", "patched forward", "none"])
 def test_fused_vjp_only_where_it_computes_the_gradient_of_forward(change):
     torch.manual_seed(0)
     enc = (_DoubledForward if change == "subclass" else FSEncoder)(set_dim=3, hidden_dim=8, latent_dim=4).double()
@@ -162,6 +167,9 @@ def test_fused_vjp_only_where_it_computes_the_gradient_of_forward(change):
         torch.nn.utils.parametrize.register_parametrization(enc.lin1, "weight", _Doubled())
     if change == "replaced layer":
         enc.lin2 = _ScaledLinear(8, 4).double()
+    if change == "patched forward":
+        lin2 = enc.lin2
+        lin2.forward = lambda t: 3 * torch.nn.Linear.forward(lin2, t)
     assert enc.fused_is_exact() == (change == "none")
     x = torch.randn(2, 6, 3, dtype=torch.float64, requires_grad=True)
     v = torch.randn(2, 4, dtype=torch.float64)

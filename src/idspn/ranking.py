@@ -4,7 +4,8 @@ FSPool weights the r-th largest value of every feature, so a decoder that optimi
 needs, at every inner step, the rank of every element within every feature. Everything here is
 torch code (the CPU sort backend is a registered torch custom op): it runs under autograd,
 ``torch.func`` (vmap, jvp, vjp, grad, jacrev), ``torch.compile`` (``fullgraph=True``) and on any
-device, and makes no host synchronisation.
+device, and makes no host synchronisation (``copy_first_occurrences_`` would off the CPU, where
+encoders do not use it).
 
 Ties are broken by position, with one rule for every feature (a stable descending order). That rule
 is what makes a decoder with FSPool multiset-equivariant on inputs with exact duplicates (Definition
@@ -21,7 +22,9 @@ How the ranks are computed depends on where the code runs, not on what it comput
 tested against ``torch.sort(stable=True)``):
 
 * under ``torch.compile``, by counting pairwise comparisons, which inductor fuses into one pass
-  over the set without materialising the pairs (up to ``COUNTING_MAX_COMPILED`` elements);
+  over the set without materialising the pairs (up to ``COUNTING_MAX_COMPILED`` elements); on CPU
+  a table that needs a gradient is looked up by a one-hot sum for short sets
+  (``ONE_HOT_MAX_COMPILED``), whose backward inductor fuses, unlike a gather's scatter-add;
 * eagerly on CPU for short sets (up to ``COUNTING_MAX_EAGER``), by the same count, one element
   against the rest of its set at a time (no sort, no ``(N, N)`` intermediate);
 * otherwise by a stable sort: on CPU by default NumPy's vectorised integer sort
@@ -36,7 +39,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -63,8 +65,8 @@ __all__ = [
 # the set size up to which counting beats that backend's sort (`benchmarks/rank_crossover.py`).
 COUNTING_MAX_EAGER = {"numpy": 10, "torch": 24}
 COUNTING_MAX_COMPILED = 128  # compiled: longest set ranked by fused pairwise counting
-# Compiled, with a gradient to the table: longest set whose lookup is a one-hot sum over its ranks
-# (N times the work of a gather, with a fused backward); the autoencoding sets (N = 8) are this long.
+# Compiled on CPU, with a gradient to the table: longest set whose lookup is a one-hot sum over its
+# ranks (N times the work of a gather, with a fused backward); the autoencoding sets (N = 8) are this long.
 ONE_HOT_MAX_COMPILED = 8
 
 SORT_BACKENDS = ("numpy", "torch")  # how long sets are sorted on CPU (other devices: torch)
@@ -144,22 +146,34 @@ def canonical_keys(h: Tensor, duplicates: Tensor | None) -> Tensor:
     return h.flatten(0, 1).index_select(0, rows).view_as(h)  # whole rows: faster than an elementwise gather
 
 
+def _check_copy_arguments(h: Tensor, duplicates: Tensor) -> None:
+    if duplicates.is_floating_point() or duplicates.shape != h.shape[:-1]:
+        raise ValueError(
+            f"duplicates must be an integer tensor of h's shape without its last dim {tuple(h.shape[:-1])}, "
+            f"got {duplicates.dtype} {tuple(duplicates.shape)}"
+        )
+    if h.requires_grad:
+        raise ValueError("h must not require grad: pass h.detach() (the copies take no gradient)")
+
+
 @torch.library.custom_op("idspn::copy_first_occurrences_", mutates_args=("h",))
 def copy_first_occurrences_(h: Tensor, duplicates: Tensor) -> None:
     """In place: every row of ``h`` whose input row had an earlier equal one becomes an exact copy
     of that first occurrence's row (what ``canonical_keys`` returns, without copying ``h``).
 
-    Meant for an encoder's own features on CPU, right after the layer that made them: equal inputs
-    then have equal features everywhere after, in the ranking and in the pooled value alike. Rows
-    are found with ``nonzero``, so a set without duplicates costs one comparison per element and no
-    copy; on a GPU ``nonzero`` would wait for the device, so encoders there use ``canonical_keys``.
-    A registered custom op (with fake and vmap rules), so that ``torch.compile`` leaves its
-    data-dependent part to it; it has no gradient: pass a detached ``h``.
+    Meant for an encoder's own features on CPU, right after the layer that made them and before any
+    op saved them for a backward pass: equal inputs then have equal features everywhere after, in
+    the ranking and in the pooled value alike. Rows are found with ``nonzero``, so a set without
+    duplicates costs one comparison per element and no copy; on a GPU ``nonzero`` would wait for
+    the device, so encoders there use ``canonical_keys``. A registered custom op (with fake and vmap
+    rules), so that ``torch.compile`` leaves its data-dependent part to it; it has no gradient:
+    pass a detached ``h``.
 
     Args:
         h: ``(..., N, L)`` element features, changed in place.
         duplicates: ``(..., N)`` from ``duplicate_index`` of the rows ``h`` was computed from.
     """
+    _check_copy_arguments(h, duplicates)
     n = h.shape[-2]
     rows = (duplicates != torch.arange(n, device=duplicates.device)).nonzero()  # (K, dims): the copies
     if rows.numel():
@@ -169,19 +183,17 @@ def copy_first_occurrences_(h: Tensor, duplicates: Tensor) -> None:
 
 @copy_first_occurrences_.register_fake
 def _(h: Tensor, duplicates: Tensor) -> None:
-    return None
+    _check_copy_arguments(h, duplicates)
 
 
 @copy_first_occurrences_.register_vmap
-def _(info: Any, in_dims: tuple[int | None, int | None], h: Tensor, duplicates: Tensor) -> tuple[None, None]:
-    h_dim, d_dim = in_dims
+def _(info: object, in_dims: tuple[int | None, int | None], h: Tensor, duplicates: Tensor) -> tuple[None, None]:
+    h_dim, d_dim = in_dims  # vmap calls this rule only with at least one of them batched
     if h_dim is None:
-        if d_dim is not None:
-            raise ValueError("copy_first_occurrences_: h must be batched wherever duplicates is (it changes in place)")
-        copy_first_occurrences_(h, duplicates)
-        return None, None
+        raise ValueError("copy_first_occurrences_: h must be batched wherever duplicates is (it changes in place)")
     h = h.movedim(h_dim, 0)  # a view: the copies land in the batched tensor
-    d = duplicates.movedim(d_dim, 0) if d_dim is not None else duplicates.expand(info.batch_size, *duplicates.shape)
+    size = h.shape[0]
+    d = duplicates.movedim(d_dim, 0) if d_dim is not None else duplicates.expand(size, *duplicates.shape)  # (V, ..., N)
     copy_first_occurrences_(h, d)
     return None, None
 
@@ -373,14 +385,15 @@ def lookup_by_rank(x: Tensor, table: Tensor, dim: int = 1) -> Tensor:
 def _lookup_by_ranks(keys: Tensor, full: Tensor) -> Tensor:
     """``(B, N, L)``: each element's entry of ``full`` at its rank (counted, or sorted and inverted).
 
-    Under ``torch.compile``, for a table that needs a gradient and a set of at most
+    Compiled on CPU, for a table that needs a gradient and a set of at most
     ``ONE_HOT_MAX_COMPILED`` elements, the entry is picked by a sum over the ranks with one
     non-zero term (exact): the gradient of a gather is a scatter-add, which inductor leaves to an
     eager kernel in the backward pass, while the sum's gradient is one fused reduction.
     """
     ranks = _ranks(keys)  # (B, N, L)
     n = keys.shape[1]
-    if torch.compiler.is_compiling() and full.requires_grad and n <= ONE_HOT_MAX_COMPILED:
+    one_hot = torch.compiler.is_compiling() and full.requires_grad and keys.device.type == "cpu"
+    if one_hot and n <= ONE_HOT_MAX_COMPILED:
         hit = ranks.unsqueeze(2) == torch.arange(n, device=keys.device).view(1, 1, n, 1)  # (B, N, R, L)
         return torch.where(hit, full.unsqueeze(1), 0.0).sum(2)
     return full.gather(1, ranks)

@@ -294,14 +294,17 @@ def _duplicates(x: Tensor, mask: Tensor | None) -> Tensor:
     return duplicate_index(x)
 
 
-def _exact_duplicates(h: Tensor, x: Tensor, mask: Tensor | None, own: bool) -> Tensor | None:
-    """Make the features ``h`` of equal input rows equal, for the pooling to rank.
+def _exact_duplicates(h: Tensor, x: Tensor, mask: Tensor | None, pool: nn.Module, own: bool) -> Tensor | None:
+    """Make the features ``h`` of equal input rows equal, for ``pool`` to rank.
 
     On CPU, where ``h`` is the encoder's ``own`` (``lin2``'s output, which nothing has saved for a
     backward pass: no hook ran on it), in place (``ranking.copy_first_occurrences_``), leaving
     nothing for the pooling to do (None). Otherwise the ``duplicates`` index, with which the pooling
-    ranks canonical keys (``ranking.canonical_keys``), with no host synchronisation.
+    ranks canonical keys (``ranking.canonical_keys``), with no host synchronisation. Sum and mean
+    weigh every element alike: nothing to rank, so no duplicates are looked for.
     """
+    if type(pool) in (SumPool, MeanPool):
+        return None
     duplicates = _duplicates(x, mask)
     if h.device.type != "cpu" or not own:
         return duplicates
@@ -394,15 +397,15 @@ class FSEncoder(SetEncoder):
         """``(B, N, D) -> (B, L)``; padded elements (``mask`` False) do not change the result."""
         self._check_input(x, mask)
         h = self.lin2(F.relu(self.lin1(x)))  # (B, N, L)
-        return self.pool(h, mask, _exact_duplicates(h, x, mask, own=self.fused_is_exact()))
+        return self.pool(h, mask, _exact_duplicates(h, x, mask, self.pool, own=self.fused_is_exact()))
 
     def fused_is_exact(self) -> bool:
         """Whether the fused ``value_and_vjp`` computes the gradient of this module's ``forward``.
 
         It does for an ``FSEncoder`` as defined here. It does not if a subclass overrides ``forward``,
-        if ``lin1``, ``lin2`` or ``pool`` were replaced by other modules, or if hooks or
-        parametrizations (e.g. weight or spectral norm) run inside it: then ``value_and_vjp``
-        differentiates ``forward`` itself through ``torch.func.vjp``.
+        if ``lin1``, ``lin2`` or ``pool`` were replaced by other modules or had their ``forward``
+        replaced on the instance, or if hooks or parametrizations (e.g. weight or spectral norm) run
+        inside it: then ``value_and_vjp`` differentiates ``forward`` itself through ``torch.func.vjp``.
         """
         if type(self).forward is not FSEncoder.forward:
             return False
@@ -415,7 +418,8 @@ class FSEncoder(SetEncoder):
             or _module_hooks._global_backward_pre_hooks
         ):
             return False
-        return not any(_has_hooks(m) for m in (self, self.lin1, self.lin2, self.pool))
+        parts = (self, self.lin1, self.lin2, self.pool)
+        return not any(_has_hooks(m) or "forward" in vars(m) for m in parts)  # no hooks, no patched forward
 
     def value_and_vjp(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, VJP]:
         """``g(x)`` and ``v -> (dg/dx)^T v``, written out (no autograd graph needed).
@@ -431,7 +435,8 @@ class FSEncoder(SetEncoder):
         relu_vjp = _relu_and_vjp if torch.compiler.is_compiling() else _relu_and_vjp_eager
         act, relu_back = relu_vjp(pre)  # (B, N, H)
         h = F.linear(act, self.lin2.weight, self.lin2.bias)  # (B, N, L)
-        weights = self.pool.element_weights(h, mask, _exact_duplicates(h, x, mask, own=True))  # (B|1, N|1, L|1)
+        duplicates = _exact_duplicates(h, x, mask, self.pool, own=True)
+        weights = self.pool.element_weights(h, mask, duplicates)  # (B|1, N|1, L|1)
         out = (h * weights).sum(1)  # (B, L)
 
         def vjp(v: Tensor) -> Tensor:
