@@ -16,10 +16,11 @@ timed alone, eagerly and compiled with ``torch.compile(fullgraph=True)``, all in
   on CPU of features already made exact, elsewhere with the canonical keys of the duplicate index;
 * ``projection``: the simplex projection of the iterate (numbering only).
 
-The parts overlap (pool weights include the ranks, and off the CPU the canonical keys) and, compiled inside the step,
-are fused with each other, so they do not add up to the step; what they show is the cost of each
-kind of work at these shapes, and so what bounds the step's FLOP rate: with a step at rate ``r``,
-everything but the matrix products must fit in ``matrix products * (1 / r - 1)``.
+The parts overlap (pool weights include the ranks, and off the CPU the canonical keys) and,
+compiled inside the step, are fused with each other, so they do not add up to the step; what they
+show is the cost of each kind of work at these shapes, and so what bounds the step's FLOP rate:
+with a step at rate ``r``, everything but the matrix products must fit in
+``matrix products * (1 / r - 1)``.
 
 Usage::
 
@@ -34,6 +35,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy
 import torch
 
 from idspn_experiments.engine.io import atomic_write_text
@@ -55,6 +57,7 @@ def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]
         duplicate_index,
         use_sort_backend,
     )
+    from idspn.set_encoders import _exact_duplicates
 
     state = inner_state(task, device)
     problem, optimizer = state.problem, state.setup.decoder.optimizer
@@ -63,17 +66,16 @@ def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]
     with torch.no_grad():
         h = encoder.lin2(encoder.lin1(x).relu())  # (B, N, L): FSEncoder's element MLP
     duplicates = duplicate_index(x)
+    pooled_with = _exact_duplicates(h, x, None, encoder.pool, own=True)  # None where FSEncoder copies in place
 
     kinds: dict[str, Callable[[], object]] = {
         "inner step": lambda: inner_step(problem, optimizer, state.y, state.buf),
         "duplicate index": lambda: duplicate_index(x),
         "ranks": lambda: descending_ranks(h),
     }
-    if device.type == "cpu":  # as FSEncoder does it there
+    if pooled_with is None:
         kinds["exact duplicates"] = lambda: copy_first_occurrences_(h, duplicates)
-        kinds["pool weights"] = lambda: encoder.pool.element_weights(h, None, None)
-    else:
-        kinds["pool weights"] = lambda: encoder.pool.element_weights(h, None, duplicates)
+    kinds["pool weights"] = lambda: encoder.pool.element_weights(h, None, pooled_with)
     if optimizer.projection is not None:
         kinds["projection"] = lambda: project_simplex(state.y)
     parts: dict[str, Callable[[], object]] = {"matrix products": state.matrix_products()}
@@ -132,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Inner step by parts, {datetime.date.today().isoformat()}",
         "",
-        f"Machine: {machine_label(device)}; torch {torch.__version__}, {args.threads} threads, batch 128, "
+        f"Machine: {machine_label(device)}; torch {torch.__version__}, numpy {numpy.__version__} (its sort: the "
+        f"CPU sort backend), {args.threads} threads, batch 128, "
         f"median of {args.rounds} calls. Command: `python benchmarks/inner_step_parts.py "
         f"--tasks {' '.join(args.tasks)} --rounds {args.rounds}`",
         "",

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,14 +53,14 @@ def ways_at(n: int, batch: int, features: int) -> dict[str, Callable[[], object]
     }
 
 
-def crossover(ms: dict[str, float], sizes: list[int], way: str) -> int | None:
+def crossover(ms: dict[str, float], sizes: list[int], way: str) -> str:
     """The largest size at which counting beats ``way``, below the first size where it does not."""
     best = None
     for n in sizes:
         if ms[f"{n}/counting"] >= ms[f"{n}/{way}"]:
-            break
+            return f"N = {best}" if best is not None else f"no size tried (sorting wins at N = {n})"
         best = n
-    return best
+    return f"at least N = {best}, the largest size tried"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Eager FSPool weights: counting or sorting, {datetime.date.today().isoformat()}",
         "",
-        f"Machine: {machine_label(torch.device('cpu'))}; torch {torch.__version__}, {args.threads} threads, "
+        f"Machine: {machine_label(torch.device('cpu'))}; torch {torch.__version__}, numpy {numpy.__version__}, "
+        f"{args.threads} threads, "
         f"(B, N, L) = ({args.batch}, N, {args.features}), median of {args.rounds} calls (ms).",
         "",
         "| N | " + " | ".join(WAYS) + " |",
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {n} | " + " | ".join(f"{ms[f'{n}/{w}']:.2f}" for w in WAYS) + " |" for n in sizes]
     lines.append("")
     for backend, way in (("numpy", "numpy sort"), ("torch", "torch sort")):
-        lines.append(f"- counting beats the {backend} backend's sort up to N = {crossover(ms, sizes, way)}")
+        lines.append(f"- counting beats the {backend} backend's sort up to {crossover(ms, sizes, way)}")
     print("\n".join(lines))
     return 0
 

@@ -25,14 +25,14 @@ from torchvision.models import resnet18
 from idspn import IDSPN, FSEncoder, hungarian_loss
 from idspn.metrics import attribute_accuracy, set_average_precision
 from idspn_experiments.clevr.data import CLEVRDataset
-from idspn_experiments.clevr.layout import AP_THRESHOLDS, ATTRIBUTES, LAYOUT, MAX_OBJECTS, SET_DIM
+from idspn_experiments.clevr.layout import AP_THRESHOLDS, ATTRIBUTE_NAMES, LAYOUT, MAX_OBJECTS, SET_DIM
 from idspn_experiments.clevr_render.generator import generate
 
 
 def load_split(root: Path, split: str, image_size: int) -> tuple[Tensor, Tensor]:
     """Images ``(B, 3, S, S)`` in [0, 1] and padded object sets ``(B, 10, 19)`` of one split, all in memory."""
-    images, sets = zip(*CLEVRDataset(root, split, image_size), strict=True)
-    return torch.stack(images), torch.stack(sets)
+    data = CLEVRDataset(root, split, image_size)
+    return torch.stack([data[i][0] for i in range(len(data))]), data.targets
 
 
 class ImageToSet(nn.Module):
@@ -84,7 +84,7 @@ def main() -> None:
     ap = set_average_precision(pred, val_y, LAYOUT, thresholds=AP_THRESHOLDS[:5])
     print("validation AP: " + ", ".join(f"AP_{t:g} {100 * v:.1f}" for t, v in ap.items()))
     # what a low AP is made of
-    accuracy = attribute_accuracy(pred, val_y, LAYOUT, names=[name for name, _ in ATTRIBUTES])
+    accuracy = attribute_accuracy(pred, val_y, LAYOUT, names=ATTRIBUTE_NAMES)
     print("validation accuracy: " + ", ".join(f"{name} {100 * v:.1f}%" for name, v in accuracy.items()))
 
 

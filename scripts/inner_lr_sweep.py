@@ -51,7 +51,7 @@ def run(out: Path, lr: float, momentum: float, steps: int) -> dict[str, float]:
     cfg = load_config(experiment.config_type, "autoencoding-small", overrides)
     folder = out / f"lr{lr:g}-m{momentum:g}"
     if load_run_result(folder) is None:
-        fit(experiment, cfg, folder, progress=True)
+        fit(experiment, cfg, folder, resume="auto", progress=True)
     model = experiment.build_model(cfg)
     model.load_state_dict(load_checkpoint(folder / "best.pt")["model"])
     decoder = next(m for m in model.modules() if isinstance(m, IDSPN))

@@ -97,19 +97,19 @@ class InnerProblem:
     def _encoder_input(self, y: Tensor) -> Tensor:
         return y if self.fixed is None else torch.cat([self.fixed, y], dim=-1)  # (B, N, F + D)
 
-    def _regulariser(self, y: Tensor) -> Tensor:
-        return self.reg / 2 * (y - self.init_set).pow(2).flatten(1).sum(1)  # (B,)
+    def _objective(self, residual: Tensor, y: Tensor) -> Tensor:
+        """``(B,)`` L at ``y`` from its residual ``g(x) - z``."""
+        value = residual.pow(2).sum(1) / (2 * residual.shape[1])
+        return value + self.reg / 2 * (y - self.init_set).pow(2).flatten(1).sum(1) if self.reg else value
 
     def value(self, y: Tensor) -> Tensor:
         """``(B,)`` value of L at ``y``."""
-        residual = self.encoder(self._encoder_input(y)) - self.z  # (B, L)
-        value = residual.pow(2).sum(1) / (2 * residual.shape[1])
-        return value + self._regulariser(y) if self.reg else value
+        return self._objective(self.encoder(self._encoder_input(y)) - self.z, y)
 
-    def _grad_and_scaled_residual(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _grad_and_residual(self, y: Tensor) -> tuple[Tensor, Tensor]:
         out, vjp = self.encoder.value_and_vjp(self._encoder_input(y))
-        residual = (out - self.z) / out.shape[1]  # (B, L) = dL/dg
-        grad = vjp(residual)  # (B, N, F + D)
+        residual = out - self.z  # (B, L)
+        grad = vjp(residual / residual.shape[1])  # (B, N, F + D); residual / L = dL/dg
         if self.fixed is not None:
             grad = grad[..., self.fixed.shape[-1] :]  # (B, N, D)
         if self.reg:
@@ -121,13 +121,12 @@ class InnerProblem:
 
         Differentiable in ``y`` too when ``y`` requires grad (unrolled DSPN, Hessian products).
         """
-        return self._grad_and_scaled_residual(y)[0]
+        return self._grad_and_residual(y)[0]
 
     def value_and_grad(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """``value(y)`` and ``grad(y)`` from one evaluation of the encoder."""
-        grad, residual = self._grad_and_scaled_residual(y)
-        value = residual.pow(2).sum(1) * (residual.shape[1] / 2)  # residual is (g - z) / L
-        return (value + self._regulariser(y) if self.reg else value), grad
+        grad, residual = self._grad_and_residual(y)
+        return self._objective(residual, y), grad
 
 
 # --- the inner step and loop ---------------------------------------------------------------------

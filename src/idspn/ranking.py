@@ -66,7 +66,7 @@ __all__ = [
 COUNTING_MAX_EAGER = {"numpy": 10, "torch": 24}
 COUNTING_MAX_COMPILED = 128  # compiled: longest set ranked by fused pairwise counting
 # Compiled on CPU, with a gradient to the table: longest set whose lookup is a one-hot sum over its
-# ranks (N times the work of a gather, with a fused backward); the autoencoding sets (N = 8) are this long.
+# ranks (N times the work of a gather, with a fused backward). Not tuned: the autoencoding sets' size.
 ONE_HOT_MAX_COMPILED = 8
 
 SORT_BACKENDS = ("numpy", "torch")  # how long sets are sorted on CPU (other devices: torch)
@@ -392,8 +392,7 @@ def _lookup_by_ranks(keys: Tensor, full: Tensor) -> Tensor:
     """
     ranks = _ranks(keys)  # (B, N, L)
     n = keys.shape[1]
-    one_hot = torch.compiler.is_compiling() and full.requires_grad and keys.device.type == "cpu"
-    if one_hot and n <= ONE_HOT_MAX_COMPILED:
+    if n <= ONE_HOT_MAX_COMPILED and full.requires_grad and keys.device.type == "cpu" and torch.compiler.is_compiling():
         hit = ranks.unsqueeze(2) == torch.arange(n, device=keys.device).view(1, 1, n, 1)  # (B, N, R, L)
         return torch.where(hit, full.unsqueeze(1), 0.0).sum(2)
     return full.gather(1, ranks)

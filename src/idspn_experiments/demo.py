@@ -27,7 +27,7 @@ def run_demo(out: str | Path, progress: bool = True) -> str:
     for name, label in DEMO_MODELS.items():
         cfg = load_config(experiment.config_type, DEMO_PRESET, [f"model.name={name}"])
         run_dir = out / name
-        result = fit(experiment, cfg, run_dir, resume=(run_dir / "last.pt").exists(), progress=progress)
+        result = fit(experiment, cfg, run_dir, resume="auto", progress=progress)
         assert result is not None
         lines.append(
             f"| {label} | {100 * result.test['accuracy']:.1f}% | {100 * result.test['element_accuracy']:.1f}% "

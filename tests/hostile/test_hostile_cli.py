@@ -56,7 +56,6 @@ def test_a_bad_setting_is_named_before_training(tmp_path, capsys, override, mess
     argv = ["train", *SMOKE, *override.split(), "--out", str(tmp_path / "run"), "--no-progress"]
     code, _, err = _cli(capsys, argv)
     assert code == 2 and "Traceback" not in err
-
     assert re.search(message, err), err
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # nothing trained
 
@@ -172,7 +171,6 @@ CASES = {
 
 @pytest.mark.parametrize(("make_args", "message"), list(CASES.values()), ids=[f"cli-clear-{k}" for k in CASES])
 def test_a_bad_command_line_is_named(tmp_path, capsys, make_args, message):
-
     argv = make_args(tmp_path, capsys)
     code, _, err = _cli(capsys, [*argv, "--no-progress"] if argv[0] in ("train", "eval") else argv)
     assert code == 2, (code, err)

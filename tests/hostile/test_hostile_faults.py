@@ -193,7 +193,6 @@ def test_a_damaged_result_in_a_reproduction_is_named(tmp_path, capsys, deepsets_
 @pytest.fixture
 def clevr_copy(tmp_path: Path) -> Path:
     """The four scenes of the real-format fixture, copied so they can be damaged."""
-
     source = CLEVR_FIXTURE / "CLEVR_v1.0"
     root = tmp_path / "CLEVR_v1.0"
     shutil.copytree(source, root)

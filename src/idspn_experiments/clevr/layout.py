@@ -30,6 +30,7 @@ from idspn.metrics import ObjectLayout
 __all__ = [
     "AP_THRESHOLDS",
     "ATTRIBUTES",
+    "ATTRIBUTE_NAMES",
     "COLORS",
     "COORD_RANGES",
     "LAYOUT",
@@ -58,6 +59,7 @@ ATTRIBUTES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("shape", SHAPES),
     ("size", SIZES),
 )
+ATTRIBUTE_NAMES: tuple[str, ...] = tuple(name for name, _ in ATTRIBUTES)  # ("material", "color", "shape", "size")
 MAX_OBJECTS = 10  # CLEVR scenes hold 3 to 10 objects
 
 # 3d coordinates / 3, material (2), colour (8), shape (3), size (2), presence.

@@ -37,7 +37,7 @@ from idspn_experiments.clevr.config import ClevrConfig
 from idspn_experiments.clevr.data import build_data
 from idspn_experiments.clevr.layout import (
     AP_THRESHOLDS,
-    ATTRIBUTES,
+    ATTRIBUTE_NAMES,
     LAYOUT,
     MAX_OBJECTS,
     SET_DIM,
@@ -122,7 +122,6 @@ def ap_metric_name(threshold: float) -> str:
 AP_METRICS: tuple[str, ...] = tuple(ap_metric_name(t) for t in AP_THRESHOLDS)
 IMAGE_AP_METRICS: tuple[str, ...] = tuple(f"image_{name}" for name in AP_METRICS)  # the original code's AP
 ORIGINAL_EVAL_BATCH = 128  # the original scored the first image of every validation batch of this size
-_ATTRIBUTE_NAMES = tuple(name for name, _ in ATTRIBUTES)  # in the order of LAYOUT.attributes
 
 
 def accuracy_metric_name(key: str) -> str:
@@ -130,7 +129,7 @@ def accuracy_metric_name(key: str) -> str:
     return f"acc_{key}"
 
 
-ACCURACY_METRICS: tuple[str, ...] = tuple(accuracy_metric_name(k) for k in ("count", *_ATTRIBUTE_NAMES, "all"))
+ACCURACY_METRICS: tuple[str, ...] = tuple(accuracy_metric_name(k) for k in ("count", *ATTRIBUTE_NAMES, "all"))
 
 
 def build_model(cfg: ClevrConfig) -> nn.Module:
@@ -202,7 +201,7 @@ def clevr_summarize(outputs: dict[str, Tensor], cfg: ClevrConfig) -> dict[str, f
     metrics |= {f"image_{ap_metric_name(t)}": value for t, value in per_image.items()}
     first = image_average_precision(pred, target, LAYOUT, AP_THRESHOLDS, every=ORIGINAL_EVAL_BATCH)
     metrics |= {f"first_image_{ap_metric_name(t)}": value for t, value in first.items()}
-    accuracy = attribute_accuracy(pred, target, LAYOUT, _ATTRIBUTE_NAMES)
+    accuracy = attribute_accuracy(pred, target, LAYOUT, ATTRIBUTE_NAMES)
     metrics |= {accuracy_metric_name(key): value for key, value in accuracy.items()}
     metrics["loss"] = float(outputs["loss"].double().mean())
     return metrics

@@ -996,7 +996,7 @@ def generate(
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     # One generator per folder at a time: a second one waits, then keeps the first one's images.
     with (
-        exclusive_lock(Path(out) / ".generate.lock"),
+        exclusive_lock(root.parent / ".generate.lock"),
         pool or contextlib.nullcontext(),
     ):  # a Pool terminates its workers
         for split, count in splits.items():

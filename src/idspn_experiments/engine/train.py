@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -456,7 +456,7 @@ def fit(
     experiment: Experiment[Any],
     cfg: ExperimentConfig,
     run_dir: str | Path,
-    resume: bool = False,
+    resume: bool | Literal["auto"] = False,
     progress: bool = True,
     stop_at_step: int | None = None,
     notify: Callable[[str], None] = _stderr,
@@ -473,7 +473,9 @@ def fit(
         run_dir: folder for logs, checkpoints and ``result.json``.
         resume: continue from ``run_dir/last.pt`` if it exists (its config must equal ``cfg``); an
             unreadable ``last.pt`` falls back to the checkpoint it replaced, ``last.pt.prev``.
-            Otherwise the run starts from scratch and overwrites earlier logs.
+            Without one, True says so and starts from step 0; ``"auto"`` starts silently (a run
+            that may or may not have begun: the runner, the demo, sweeps). False starts from
+            scratch and overwrites earlier logs.
         progress: show tqdm progress bars (rank 0).
         stop_at_step: stop (without saving anything extra) once this many steps are done and
             return None: simulates a killed run for resume tests.
@@ -491,6 +493,8 @@ def fit(
     """
     if cfg.experiment != experiment.name:
         raise ValueError(f"cfg.experiment is {cfg.experiment!r} but the experiment is {experiment.name!r}")
+    if resume not in (False, True, "auto"):
+        raise ValueError(f"resume must be False, True or 'auto', got {resume!r}")
     check_config(cfg)
     run_dir = Path(run_dir)
     ctx = init_distributed(cfg.device)
@@ -505,7 +509,7 @@ def _fit(
     cfg: ExperimentConfig,
     run_dir: Path,
     ctx: DistContext,
-    resume: bool,
+    resume: bool | Literal["auto"],
     progress: bool,
     stop_at_step: int | None,
     notify: Callable[[str], None],
@@ -530,7 +534,7 @@ def _fit(
     wall_before, train_time = 0.0, 0.0
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     ckpt = _resumable_checkpoint(last_path, notify) if resume else None
-    if resume and ckpt is None and ctx.is_main:
+    if resume is True and ckpt is None and ctx.is_main:
         notify(f"no checkpoint in {run_dir} to resume from: training from step 0")
     if ckpt is not None:
         diff = config_diff(ckpt.get("config", {}), cfg_dict)
@@ -623,8 +627,7 @@ def _fit(
             train_time += elapsed
             step += 1
             log.write(step, "train", {**logs, "lr": lr, "time_s": elapsed})
-            if board.enabled:
-                board.scalars("train", step, {**logs, "lr": lr})
+            board.scalars("train", step, {**logs, "lr": lr})
             bar.update(1)
             postfix = {"loss": f"{logs['loss']:.4f}"}
 

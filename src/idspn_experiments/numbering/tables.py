@@ -82,8 +82,10 @@ def table2_checks(stats: dict[tuple[str, str], CellStats]) -> list[str]:
 
     def means(column: str, rows: tuple[str, ...]) -> list[float] | None:
         """The rows' means in ``column``, or None when a cell is missing (the claim is not judged there)."""
-        cells = [stats.get((row, column)) for row in rows]
-        return None if None in cells else [cell.mean for cell in cells if cell is not None]
+        try:
+            return [stats[(row, column)].mean for row in rows]
+        except KeyError:
+            return None
 
     def holds(name: str, test: Callable[[str], bool | None], only: tuple[str, ...] | None = None) -> str:
         verdicts = [v for v in (test(c) for c in only or columns) if v is not None]

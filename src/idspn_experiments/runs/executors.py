@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from idspn_experiments.engine.checkpoint import CorruptCheckpoint, existing_checkpoints, load_checkpoint
+from idspn_experiments.engine.checkpoint import CorruptCheckpoint, load_checkpoint
 from idspn_experiments.engine.config import config_from_dict
 from idspn_experiments.engine.distributed import is_main_process
 from idspn_experiments.engine.io import atomic_write_json, atomic_write_text, exclusive_lock, writable_folder
@@ -117,8 +117,7 @@ def execute_run(task: RunTask) -> RunOutcome:
             if done is not None:
                 return RunOutcome("skipped", done.to_dict(), 0, time.perf_counter() - started)
             resumed_from = _checkpoint_step(run_dir)
-            started_before = bool(existing_checkpoints(run_dir / "last.pt"))
-            result = fit(experiment, cfg, run_dir, resume=started_before, progress=task.progress, held=True)
+            result = fit(experiment, cfg, run_dir, resume="auto", progress=task.progress, held=True)
     except RunInUse:
         return RunOutcome("busy", None, 0, time.perf_counter() - started)
     except Exception as err:  # a failed run must not stop the others; the next call retries it

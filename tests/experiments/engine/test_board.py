@@ -58,7 +58,6 @@ def test_a_resumed_run_keeps_each_step_once_and_the_switch_is_not_part_of_the_co
 
 
 def test_the_switch_without_the_package_names_the_extra(tmp_path, monkeypatch):
-
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
     with pytest.raises(ValueError, match=r"train.tensorboard.*pip install 'idspn\[tensorboard\]'"):
         fit(NUMBERING, load_config(NumberingConfig, "numbering-smoke", SMOKE), tmp_path / "run", progress=False)

@@ -112,6 +112,22 @@ def test_same_seed_same_result_and_resume_checks_the_config(tmp_path):
         fit(NUMBERING, apply_overrides(cfg, ["experiment=other"]), tmp_path / "c", progress=False)
 
 
+def test_resume_auto_continues_a_checkpoint_if_there_is_one_and_says_nothing_otherwise(tmp_path):
+    cfg = _cfg("model.name=deepsets", "train.steps=4", "train.checkpoint_every=2")
+    notices = []
+    whole = fit(NUMBERING, cfg, tmp_path / "whole", progress=False)
+    fresh = fit(NUMBERING, cfg, tmp_path / "fresh", resume="auto", progress=False, notify=notices.append)
+    assert fresh.test == whole.test and notices == []  # no checkpoint: from step 0, silently
+    assert fit(NUMBERING, cfg, tmp_path / "killed", progress=False, stop_at_step=3) is None  # last.pt at step 2
+    resumed = fit(NUMBERING, cfg, tmp_path / "killed", resume="auto", progress=False, notify=notices.append)
+    assert resumed.test == whole.test and notices == []
+    assert _records(tmp_path / "whole") == _records(tmp_path / "killed")
+    fit(NUMBERING, cfg, tmp_path / "said", resume=True, progress=False, notify=notices.append)
+    assert len(notices) == 1 and "no checkpoint" in notices[0]  # resume=True says it starts over
+    with pytest.raises(ValueError, match="resume must be"):
+        fit(NUMBERING, cfg, tmp_path / "bad", resume="yes", progress=False)
+
+
 def test_validation_does_not_change_training(tmp_path):
     often = fit(NUMBERING, _cfg("train.eval_every=1"), tmp_path / "often", progress=False)
     rarely = fit(NUMBERING, _cfg("train.eval_every=6"), tmp_path / "rarely", progress=False)
