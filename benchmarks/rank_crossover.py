@@ -6,7 +6,7 @@ time (``N`` small kernels, ``O(N^2)`` work), and the table is gathered at the ra
 sorted through the chosen backend (NumPy's integer sort or ``torch.sort``) and the sort's order
 scatters the table. This script times the three ways on ``(B, N, L)`` features for a range of set
 sizes, all in turn in one process, and prints for each backend the largest size at which counting
-is still faster: the value ``COUNTING_MAX_EAGER`` should hold on the machine and thread count it
+is faster: at most the value ``COUNTING_MAX_EAGER`` should hold on the machine and thread count it
 runs on.
 
 Usage::
@@ -54,13 +54,12 @@ def ways_at(n: int, batch: int, features: int) -> dict[str, Callable[[], object]
 
 
 def crossover(ms: dict[str, float], sizes: list[int], way: str) -> str:
-    """The largest size at which counting beats ``way``, below the first size where it does not."""
-    best = None
-    for n in sizes:
-        if ms[f"{n}/counting"] >= ms[f"{n}/{way}"]:
-            return f"N = {best}" if best is not None else f"no size tried (sorting wins at N = {n})"
-        best = n
-    return f"at least N = {best}, the largest size tried"
+    """The largest size at which counting beats ``way`` (a size that noise lets one way win out of
+    turn below it does not end the search), said as ``N = ...``."""
+    wins = [n for n in sizes if ms[f"{n}/counting"] < ms[f"{n}/{way}"]]
+    if not wins:
+        return "no size tried"
+    return f"at least N = {wins[-1]}, the largest size tried" if wins[-1] == sizes[-1] else f"N = {wins[-1]}"
 
 
 def main(argv: list[str] | None = None) -> int:
