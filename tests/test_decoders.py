@@ -255,7 +255,9 @@ def test_recorded_diagnostics_describe_the_returned_set_without_changing_it(back
         dec(z, init_set=y0, iters=40)
     longer = dec.last_diagnostics
     assert longer.iters == 40 and longer.final_objective.mean() < d.final_objective.mean()
-    assert set(longer.summary()) == {"initial_objective", "final_objective", "final_grad_norm", "distance"}
+    summary = longer.summary()
+    assert set(summary) == {"initial_objective", "final_objective", "final_grad_norm", "distance"}
+    assert all(summary[name] == pytest.approx(getattr(longer, name).mean().item()) for name in summary)
 
 
 def test_initial_sets():

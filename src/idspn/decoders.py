@@ -311,9 +311,10 @@ class InnerDiagnostics:
     distance: Tensor
 
     def summary(self) -> dict[str, float]:
-        """Means over the batch, e.g. for a logger: ``{"final_objective": ..., ...}``."""
+        """Means over the batch, e.g. for a logger: ``{"final_objective": ..., ...}`` (one host sync)."""
         fields = ("initial_objective", "final_objective", "final_grad_norm", "distance")
-        return {name: float(getattr(self, name).double().mean()) for name in fields}
+        means = torch.stack([getattr(self, name).detach().double().mean() for name in fields]).tolist()
+        return dict(zip(fields, means, strict=True))
 
 
 @torch.no_grad()
