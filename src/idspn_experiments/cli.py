@@ -19,7 +19,6 @@ Data parallel on several processes (CPU: gloo, GPU: NCCL), unchanged otherwise::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -144,7 +143,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from idspn_experiments.engine import train
-    from idspn_experiments.engine.checkpoint import existing_checkpoints
     from idspn_experiments.engine.config import load_config, read_preset
     from idspn_experiments.engine.io import writable_folder
     from idspn_experiments.registry import get_experiment
@@ -154,17 +152,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     default = Path("runs") / Path(args.preset).stem / f"seed{cfg.seed}"
     out = writable_folder(default if args.out is None else args.out, "--out")
 
-    def refuse_an_earlier_run() -> None:
-        held = [p.name for p in existing_checkpoints(out / "last.pt")]
-        if not args.resume and held:
-            raise ValueError(
-                f"{out} already holds a run ({', '.join(held)}): pass --resume to continue it or choose another --out"
-            )
-
-    refuse_an_earlier_run()  # said first, whether or not the run's writer is still at work
-    with train.hold_run_folder(out) if _is_main() else contextlib.nullcontext():  # rank 0 holds it for torchrun
-        refuse_an_earlier_run()  # again under the lock: a run begun meanwhile is refused, not overwritten
-        result = train.fit(experiment, cfg, out, resume=args.resume, progress=not args.no_progress, held=True)
+    result = train.fit(experiment, cfg, out, resume=args.resume, progress=not args.no_progress, overwrite=False)
     assert result is not None
     summary = {
         "run_dir": str(out),

@@ -461,6 +461,7 @@ def fit(
     stop_at_step: int | None = None,
     notify: Callable[[str], None] = _stderr,
     held: bool = False,
+    overwrite: bool = True,
 ) -> RunResult | None:
     """Train, validate, select and test one run of ``experiment``.
 
@@ -481,6 +482,9 @@ def fit(
             return None: simulates a killed run for resume tests.
         notify: where notices go (a resume without checkpoint, a torn log line, a fallback).
         held: the caller holds the folder already (inside its own ``hold_run_folder`` block).
+        overwrite: with ``resume=False``, whether a folder that holds a run (its ``last.pt`` or
+            ``last.pt.prev``) is trained over from step 0; False refuses with ``ValueError``,
+            decided while the folder is held (``idspn train`` without ``--resume``).
 
     Returns:
         The run's result, identical on every process; None when stopped by ``stop_at_step``.
@@ -488,7 +492,8 @@ def fit(
     Raises:
         ValueError: on a config of another experiment or out of range, a batch size not divisible
             by the number of processes, or a checkpoint that cannot be resumed (another config or
-            world size, or unreadable together with its predecessor).
+            world size, or unreadable together with its predecessor), or a run to overwrite
+            without ``overwrite``.
         RunInUse: another process is training in ``run_dir``.
     """
     if cfg.experiment != experiment.name:
@@ -499,9 +504,19 @@ def fit(
     run_dir = Path(run_dir)
     ctx = init_distributed(cfg.device)
     if held or not ctx.is_main:  # rank 0 holds the folder for every process of a torchrun job
+        _refuse_an_earlier_run(run_dir, resume, overwrite)
         return _fit(experiment, cfg, run_dir, ctx, resume, progress, stop_at_step, notify)
     with hold_run_folder(run_dir):
+        _refuse_an_earlier_run(run_dir, resume, overwrite)  # under the lock: no run can begin meanwhile
         return _fit(experiment, cfg, run_dir, ctx, resume, progress, stop_at_step, notify)
+
+
+def _refuse_an_earlier_run(run_dir: Path, resume: bool | Literal["auto"], overwrite: bool) -> None:
+    held = [path.name for path in existing_checkpoints(run_dir / "last.pt")]
+    if held and not (resume or overwrite):
+        raise ValueError(
+            f"{run_dir} already holds a run ({', '.join(held)}): pass --resume to continue it or choose another --out"
+        )
 
 
 def _fit(
@@ -614,50 +629,50 @@ def _fit(
             collate_fn=data.collate or default_collate,
             generator=_generator(cfg.seed, _ORDER_STREAM, step),  # keeps the loader off the global RNG
         )
-        bar = tqdm(total=t.steps, initial=step, desc=f"{experiment.name} train", disable=not (progress and ctx.is_main))
-        for batch in loader:
-            lr = learning_rate(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            iters = experiment.inner_steps(cfg, step)
-            tick = time.perf_counter()
-            with board.inner_diagnostics(model, step + 1):
-                logs = train_step(experiment, train_model, optimizer, _to_device(batch, ctx.device), cfg, iters)
-            elapsed = time.perf_counter() - tick
-            train_time += elapsed
-            step += 1
-            log.write(step, "train", {**logs, "lr": lr, "time_s": elapsed})
-            board.scalars("train", step, {**logs, "lr": lr})
-            bar.update(1)
-            postfix = {"loss": f"{logs['loss']:.4f}"}
+        with tqdm(
+            total=t.steps, initial=step, desc=f"{experiment.name} train", disable=not (progress and ctx.is_main)
+        ) as bar:
+            for batch in loader:
+                lr = learning_rate(step, cfg)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                iters = experiment.inner_steps(cfg, step)
+                tick = time.perf_counter()
+                with board.inner_diagnostics(model, step + 1):
+                    logs = train_step(experiment, train_model, optimizer, _to_device(batch, ctx.device), cfg, iters)
+                elapsed = time.perf_counter() - tick
+                train_time += elapsed
+                step += 1
+                log.write(step, "train", {**logs, "lr": lr, "time_s": elapsed})
+                board.scalars("train", step, {**logs, "lr": lr})
+                bar.update(1)
+                postfix = {"loss": f"{logs['loss']:.4f}"}
 
-            if data.val is not None and (step % t.eval_every == 0 or step == t.steps):
-                val = evaluate(experiment, model, data.val, cfg, ctx, data.collate, desc="val", progress=progress)
-                log.write(step, "val", val)
-                board.scalars("val", step, val)
-                if board.enabled and experiment.figure is not None:
-                    board.figure("val/predictions", step, _draw(experiment, model, data, cfg))
-                if select is not None:
-                    if select not in val:
-                        raise ValueError(
-                            f"config key 'train.select_metric': {select!r} is not among the validation "
-                            f"metrics {sorted(val)}"
-                        )
-                    if _is_better(val[select], best_value, t.select_mode):
-                        best_step, best_value, best_val = step, val[select], val
-                        save_best(val)
-                else:
-                    best_step, best_val = step, val
-                postfix[f"val_{select or 'metric'}"] = f"{val.get(select or '', float('nan')):.4f}"
-            bar.set_postfix(postfix, refresh=False)
+                if data.val is not None and (step % t.eval_every == 0 or step == t.steps):
+                    val = evaluate(experiment, model, data.val, cfg, ctx, data.collate, desc="val", progress=progress)
+                    log.write(step, "val", val)
+                    board.scalars("val", step, val)
+                    if board.enabled and experiment.figure is not None:
+                        board.figure("val/predictions", step, _draw(experiment, model, data, cfg))
+                    if select is not None:
+                        if select not in val:
+                            raise ValueError(
+                                f"config key 'train.select_metric': {select!r} is not among the validation "
+                                f"metrics {sorted(val)}"
+                            )
+                        if _is_better(val[select], best_value, t.select_mode):
+                            best_step, best_value, best_val = step, val[select], val
+                            save_best(val)
+                    else:
+                        best_step, best_val = step, val
+                    postfix[f"val_{select or 'metric'}"] = f"{val.get(select or '', float('nan')):.4f}"
+                bar.set_postfix(postfix, refresh=False)
 
-            if step % t.checkpoint_every == 0 or step == t.steps:
-                save_last()
-            if stop_at_step is not None and step >= stop_at_step and step < t.steps:
-                bar.close()
-                ctx.barrier()
-                return None
-        bar.close()
+                if step % t.checkpoint_every == 0 or step == t.steps:
+                    save_last()
+                if stop_at_step is not None and step >= stop_at_step and step < t.steps:
+                    ctx.barrier()
+                    return None
 
         # The reported model: the best by validation metric, or the last one.
         if select is None or best_step is None:

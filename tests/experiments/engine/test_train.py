@@ -112,6 +112,17 @@ def test_same_seed_same_result_and_resume_checks_the_config(tmp_path):
         fit(NUMBERING, apply_overrides(cfg, ["experiment=other"]), tmp_path / "c", progress=False)
 
 
+def test_overwrite_false_refuses_a_folder_that_holds_a_run_and_lets_it_resume(tmp_path):
+    cfg = _cfg("model.name=deepsets", "train.steps=4", "train.checkpoint_every=2")
+    assert fit(NUMBERING, cfg, tmp_path, progress=False, stop_at_step=3) is None  # last.pt at step 2
+    (tmp_path / "last.pt").rename(tmp_path / "last.pt.prev")  # a run killed between the two renames
+    records = _records(tmp_path)
+    with pytest.raises(ValueError, match=r"already holds a run \(last.pt.prev\)"):
+        fit(NUMBERING, cfg, tmp_path, progress=False, overwrite=False)
+    assert _records(tmp_path) == records and not (tmp_path / "result.json").exists()  # nothing touched
+    assert fit(NUMBERING, cfg, tmp_path, resume=True, progress=False, overwrite=False).steps == 4
+
+
 def test_resume_auto_continues_a_checkpoint_if_there_is_one_and_says_nothing_otherwise(tmp_path):
     cfg = _cfg("model.name=deepsets", "train.steps=4", "train.checkpoint_every=2")
     notices = []
