@@ -1,7 +1,9 @@
 import pytest
 import torch
+from torch._inductor.utils import run_and_get_code
 
 from idspn.ranking import (
+    ONE_HOT_MAX_COMPILED,
     SORT_BACKENDS,
     canonical_keys,
     copy_first_occurrences_,
@@ -75,12 +77,19 @@ def test_compiled_lookup_by_rank_equals_the_gather_and_its_gradient(n):
     x = _with_ties((3, n, 4))
     table = torch.randn(1, n, 4, requires_grad=True)
     expected = table.expand(3, n, 4).gather(1, _reference_ranks(x, 1))
-    got = torch.compile(lookup_by_rank, fullgraph=True)(x, table)
+    v = torch.randn_like(expected)
+
+    def forward_and_backward():
+        got = torch.compile(lookup_by_rank, fullgraph=True)(x, table)
+        return got, torch.autograd.grad((got * v).sum(), table)[0]
+
+    (got, g), code = run_and_get_code(forward_and_backward)  # the forward's and the backward's kernels
     assert torch.equal(got, expected)
-    v = torch.randn_like(got)
-    (g,) = torch.autograd.grad((got * v).sum(), table)
     (r,) = torch.autograd.grad((expected * v).sum(), table)
     assert torch.allclose(g, r)
+    # The point of the one-hot sum: a backward pass without the scatter-add that inductor leaves to
+    # an eager kernel (the gather's gradient), which the gather of longer sets still has.
+    assert ("scatter" in "\n".join(code)) == (n > ONE_HOT_MAX_COMPILED)
 
 
 def test_the_sort_backend_is_one_of_the_named_ones():
