@@ -1,0 +1,130 @@
+"""How much of a training step its matrix products take: the bound on what faster code can win.
+
+A training step of ``step_benchmark.py`` (same models, same configurations) is timed for a few
+steps after a warm-up and then run as many steps under ``torch.profiler``: the step's wall time
+(the median of the unprofiled steps) is set against the self time of its matrix products
+(``aten::mm``, ``addmm``, ``bmm``, ``baddbmm``), and the largest other items are listed (compiled,
+inductor's kernels are profiled one by one). With the products taking a share ``s`` of the step,
+no rewrite of everything else makes the step more than ``1 / s`` times faster (short of faster
+matrix products), so a step that is ``r`` times as fast as another implementation's gets at most
+to ``r / s`` times that way.
+
+The profiler adds a few microseconds to every op it records, little against a matrix product of a
+millisecond or more, but the share divides times of two loops, so on a machine whose speed varies
+it moves from run to run; ``--steps`` more than the default narrows that.
+
+Usage::
+
+    python benchmarks/step_profile.py [--configs numbering/unroll/10 ...] [--impl compiled]
+        [--steps 3] [--threads 2] [--out FILE.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch._inductor.config as inductor_config
+from torch.profiler import ProfilerActivity, profile
+
+from idspn_experiments.engine.io import atomic_write_text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_benchmark import build, machine_label  # noqa: E402
+
+MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+DEFAULT_CONFIGS = [
+    f"{task}/{backward}/10" for task in ("autoencoding", "numbering") for backward in ("approx", "unroll")
+]
+# Profiler entries that only wrap other entries (their self time is bookkeeping, not work).
+_WRAPPERS = ("## Call CompiledFxGraph", "Torch-Compiled Region", "CompiledFunction", "autograd::engine")
+
+
+@dataclass
+class StepProfile:
+    step_s: float  # wall seconds per step, the median of unprofiled steps
+    matmul_s: float  # the matrix products' self seconds per step
+    others: list[tuple[str, float]]  # the largest other items: (profiler entry, self seconds per step)
+
+    @property
+    def share(self) -> float:
+        return self.matmul_s / self.step_s
+
+
+def profile_step(config: str, impl: str, steps: int, device: torch.device) -> StepProfile:
+    """Profile ``steps`` training steps of ``config`` after a warm-up."""
+    setup = build(config, device, impl)
+    for _ in range(3):  # compilation, lazy initialisation, optimiser state
+        setup.step()
+    walls = []
+    for _ in range(steps):  # unprofiled: the profiler's own cost stays out of the step time
+        start = time.perf_counter()
+        setup.step()
+        walls.append(time.perf_counter() - start)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            setup.step()
+    self_s = {e.key: e.self_cpu_time_total / 1e6 / steps for e in prof.key_averages()}
+    matmul = sum(self_s.get(name, 0.0) for name in MATRIX_PRODUCTS)
+    others = sorted(
+        ((name, s) for name, s in self_s.items() if name not in MATRIX_PRODUCTS and not name.startswith(_WRAPPERS)),
+        key=lambda item: -item[1],
+    )
+    return StepProfile(statistics.median(walls), matmul, others[:3])
+
+
+def _short(name: str, width: int = 48) -> str:
+    name = re.sub(r"^graph_\d+_", "", name)  # inductor's kernels: which graph is numbered per process
+    return name if len(name) <= width else name[: width - 3] + "..."
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="task/backward/iters, as step_benchmark")
+    parser.add_argument("--impl", default="compiled", choices=["eager", "compiled"])
+    parser.add_argument("--steps", type=int, default=3, help="timed and then profiled steps per configuration")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=None, help="write the markdown report here")
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    inductor_config.cpp.enable_kernel_profile = True  # each compiled kernel its own profiler entry
+    rows = []
+    for config in args.configs:
+        print(f"profiling {config} ({args.impl})", file=sys.stderr, flush=True)
+        r = profile_step(config, args.impl, args.steps, device)
+        others = "; ".join(f"{_short(name)} {1e3 * s:.1f}" for name, s in r.others)
+        rows.append(
+            f"| {config} | {1e3 * r.step_s:.0f} | {1e3 * r.matmul_s:.0f} | {100 * r.share:.0f}% | "
+            f"{1 / r.share:.2f} | {others} |"
+        )
+    lines = [
+        f"## Matrix products in a training step, {datetime.date.today().isoformat()}",
+        "",
+        f"Machine: {machine_label(device)}; torch {torch.__version__}, {args.threads} threads, batch 128, "
+        f"{args.impl}, {args.steps} profiled steps per configuration. Command: "
+        f"`python benchmarks/step_profile.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        "",
+        "| config | step ms | matrix products ms | share | bound (1 / share) | largest other items (ms) |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *rows,
+    ]
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.out:
+        atomic_write_text(args.out, report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
