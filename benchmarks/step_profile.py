@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{1 / r.share:.2f} | {others} |"
         )
     lines = [
-        f"## Matrix products in a training step, {datetime.date.today().isoformat()}",
+        f"# Matrix products in a training step, {datetime.date.today().isoformat()}",
         "",
         f"Machine: {machine_label(device)}; torch {torch.__version__}, {args.threads} threads, batch 128, "
         f"{args.impl}, {args.steps} profiled steps per configuration. Command: "
