@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy
 import torch
 import torch.nn.functional as F
 
@@ -479,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Training step benchmark, {started:%Y-%m-%d}",
         "",
-        f"Machine: {machine_label(device)}; torch {torch.__version__}, {args.threads} threads per worker, batch "
+        f"Machine: {machine_label(device)}; torch {torch.__version__}, numpy {numpy.__version__}, {args.threads} "
+        f"threads per worker, batch "
         f"{BATCH}. Command: `python benchmarks/step_benchmark.py {command}`",
         "",
         "Seconds per training step (median over rounds, implementations timed in turn); a ratio above 1 is how "

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy
 import torch
 import torch._inductor.config as inductor_config
 from torch.profiler import ProfilerActivity, profile
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Matrix products in a training step, {datetime.date.today().isoformat()}",
         "",
-        f"Machine: {machine_label(device)}; torch {torch.__version__}, {args.threads} threads, batch 128, "
+        f"Machine: {machine_label(device)}; torch {torch.__version__}, numpy {numpy.__version__}, {args.threads} "
+        f"threads, batch 128, "
         f"{args.impl}, {args.steps} profiled steps per configuration. Command: "
         f"`python benchmarks/step_profile.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
         "",
