@@ -483,8 +483,9 @@ def fit(
         notify: where notices go (a resume without checkpoint, a torn log line, a fallback).
         held: the caller holds the folder already (inside its own ``hold_run_folder`` block).
         overwrite: with ``resume=False``, whether a folder that holds a run (its ``last.pt`` or
-            ``last.pt.prev``) is trained over from step 0; False refuses with ``ValueError``,
-            decided while the folder is held (``idspn train`` without ``--resume``).
+            ``last.pt.prev``) is trained over from step 0; False refuses with ``ValueError``
+            (``idspn train`` without ``--resume``), checked first, so that a user learns it even
+            while another process trains there, and again while the folder is held.
 
     Returns:
         The run's result, identical on every process; None when stopped by ``stop_at_step``.
@@ -503,11 +504,11 @@ def fit(
     check_config(cfg)
     run_dir = Path(run_dir)
     ctx = init_distributed(cfg.device)
+    _refuse_an_earlier_run(run_dir, resume, overwrite)  # said first, also while another process trains there
     if held or not ctx.is_main:  # rank 0 holds the folder for every process of a torchrun job
-        _refuse_an_earlier_run(run_dir, resume, overwrite)
         return _fit(experiment, cfg, run_dir, ctx, resume, progress, stop_at_step, notify)
     with hold_run_folder(run_dir):
-        _refuse_an_earlier_run(run_dir, resume, overwrite)  # under the lock: no run can begin meanwhile
+        _refuse_an_earlier_run(run_dir, resume, overwrite)  # again under the lock: a run begun meanwhile
         return _fit(experiment, cfg, run_dir, ctx, resume, progress, stop_at_step, notify)
 
 
