@@ -1,17 +1,16 @@
 """How much of a training step its matrix products take: the bound on what faster code can win.
 
-A training step of ``step_benchmark.py`` (same models, same configurations) is timed for a few
-steps after a warm-up and then run as many steps under ``torch.profiler``: the step's wall time
-(the median of the unprofiled steps) is set against the self time of its matrix products
-(``aten::mm``, ``addmm``, ``bmm``, ``baddbmm``), and the largest other items are listed (compiled,
-inductor's kernels are profiled one by one). With the products taking a share ``s`` of the step,
-no rewrite of everything else makes the step more than ``1 / s`` times faster (short of faster
-matrix products), so a step that is ``r`` times as fast as another implementation's gets at most
-to ``r / s`` times that way.
+A training step of ``step_benchmark.py`` (same models, same configurations) is run for a few steps
+under ``torch.profiler`` after a warm-up, and the wall time of those steps is set against the self
+time of their matrix products (``aten::mm``, ``addmm``, ``bmm``, ``baddbmm``) in the same steps;
+the largest other items are listed (compiled, inductor's kernels are profiled one by one). With
+the products taking a share ``s`` of the step, no rewrite of everything else makes the step more
+than ``1 / s`` times faster (short of faster matrix products), so a step that is ``r`` times as
+fast as another implementation's gets at most to ``r / s`` times that way.
 
-The profiler adds a few microseconds to every op it records, little against a matrix product of a
-millisecond or more, but the share divides times of two loops, so on a machine whose speed varies
-it moves from run to run; ``--steps`` more than the default narrows that.
+Both times come from the same steps, so a change of the machine's speed moves them alike. The
+profiler adds a few microseconds to every op it records, which makes the share a little smaller
+than without it; the table gives the median of as many unprofiled steps beside the profiled ones.
 
 Usage::
 
@@ -51,12 +50,13 @@ _WRAPPERS = ("## Call CompiledFxGraph", "Torch-Compiled Region", "CompiledFuncti
 @dataclass
 class StepProfile:
     step_s: float  # wall seconds per step, the median of unprofiled steps
-    matmul_s: float  # the matrix products' self seconds per step
+    profiled_s: float  # wall seconds per profiled step
+    matmul_s: float  # the matrix products' self seconds per profiled step
     others: list[tuple[str, float]]  # the largest other items: (profiler entry, self seconds per step)
 
     @property
     def share(self) -> float:
-        return self.matmul_s / self.step_s
+        return self.matmul_s / self.profiled_s
 
 
 def profile_step(config: str, impl: str, steps: int, device: torch.device) -> StepProfile:
@@ -70,15 +70,17 @@ def profile_step(config: str, impl: str, steps: int, device: torch.device) -> St
         setup.step()
         walls.append(time.perf_counter() - start)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
         for _ in range(steps):
             setup.step()
+        profiled = (time.perf_counter() - start) / steps
     self_s = {e.key: e.self_cpu_time_total / 1e6 / steps for e in prof.key_averages()}
     matmul = sum(self_s.get(name, 0.0) for name in MATRIX_PRODUCTS)
     others = sorted(
         ((name, s) for name, s in self_s.items() if name not in MATRIX_PRODUCTS and not name.startswith(_WRAPPERS)),
         key=lambda item: -item[1],
     )
-    return StepProfile(statistics.median(walls), matmul, others[:3])
+    return StepProfile(statistics.median(walls), profiled, matmul, others[:3])
 
 
 def _short(name: str, width: int = 48) -> str:
@@ -106,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         r = profile_step(config, args.impl, args.steps, device)
         others = "; ".join(f"{_short(name)} {1e3 * s:.1f}" for name, s in r.others)
         rows.append(
-            f"| {config} | {1e3 * r.step_s:.0f} | {1e3 * r.matmul_s:.0f} | {100 * r.share:.0f}% | "
+            f"| {config} | {1e3 * r.step_s:.0f} | {1e3 * r.profiled_s:.0f} | {1e3 * r.matmul_s:.0f} | "
+            f"{100 * r.share:.0f}% | "
             f"{1 / r.share:.2f} | {others} |"
         )
     lines = [
@@ -117,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.impl}, {args.steps} profiled steps per configuration. Command: "
         f"`python benchmarks/step_profile.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
         "",
-        "| config | step ms | matrix products ms | share | bound (1 / share) | largest other items (ms) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| config | step ms | profiled step ms | matrix products ms | share | bound (1 / share) | "
+        "largest other items (ms) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
         *rows,
     ]
     report = "\n".join(lines) + "\n"
