@@ -480,9 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Training step benchmark, {started:%Y-%m-%d}",
         "",
-        f"Machine: {machine_label(device)}; torch {torch.__version__}, numpy {numpy.__version__}, {args.threads} "
-        f"threads per worker, batch "
-        f"{BATCH}. Command: `python benchmarks/step_benchmark.py {command}`",
+        f"Machine: {machine_label(device)}; torch {torch.__version__}, numpy {numpy.__version__}, "
+        f"{args.threads} threads per worker, batch {BATCH}. Command: `python benchmarks/step_benchmark.py {command}`",
         "",
         "Seconds per training step (median over rounds, implementations timed in turn); a ratio above 1 is how "
         f"many times slower that implementation is than `{reference}`.",

@@ -9,8 +9,11 @@ than ``1 / s`` times faster (short of faster matrix products), so a step that is
 fast as another implementation's gets at most to ``r / s`` times that way.
 
 Both times come from the same steps, so a change of the machine's speed moves them alike. The
-profiler adds a few microseconds to every op it records, which makes the share a little smaller
-than without it; the table gives the median of as many unprofiled steps beside the profiled ones.
+profiler adds a few microseconds to every op and kernel it records, which on long steps of many
+kernels can add a good part to the step: outside the matrix products, it lowers the share, so
+``1 / s`` stays a bound, only a looser one. The table gives the median of as many unprofiled steps
+beside the profiled ones. CPU only: on a GPU the matrix products' self time on the host would be
+their launch time.
 
 Usage::
 
@@ -37,7 +40,7 @@ from torch.profiler import ProfilerActivity, profile
 from idspn_experiments.engine.io import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_benchmark import build, machine_label  # noqa: E402
+from step_benchmark import BATCH, build, machine_label  # noqa: E402
 
 MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 DEFAULT_CONFIGS = [
@@ -83,23 +86,26 @@ def profile_step(config: str, impl: str, steps: int, device: torch.device) -> St
     return StepProfile(statistics.median(walls), profiled, matmul, others[:3])
 
 
-def _short(name: str, width: int = 48) -> str:
-    name = re.sub(r"^graph_\d+_", "", name)  # inductor's kernels: which graph is numbered per process
-    return name if len(name) <= width else name[: width - 3] + "..."
+def _short(name: str, width: int = 56) -> str:
+    """``name`` cut in the middle to ``width``: inductor's kernels differ by their ends (``..._0``)."""
+    name = re.sub(r"^graph_\d+_", "", name)  # which graph it is depends on the process, not the kernel
+    if len(name) <= width:
+        return name
+    head = (width - 3) * 2 // 3
+    return name[:head] + "..." + name[head + 3 - width :]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="task/backward/iters, as step_benchmark")
     parser.add_argument("--impl", default="compiled", choices=["eager", "compiled"])
-    parser.add_argument("--steps", type=int, default=3, help="timed and then profiled steps per configuration")
+    parser.add_argument("--steps", type=int, default=3, help="unprofiled, then profiled steps per configuration")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="write the markdown report here")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
-    device = torch.device(args.device)
+    device = torch.device("cpu")
     torch.set_num_threads(args.threads)
     inductor_config.cpp.enable_kernel_profile = True  # each compiled kernel its own profiler entry
     rows = []
@@ -109,15 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         others = "; ".join(f"{_short(name)} {1e3 * s:.1f}" for name, s in r.others)
         rows.append(
             f"| {config} | {1e3 * r.step_s:.0f} | {1e3 * r.profiled_s:.0f} | {1e3 * r.matmul_s:.0f} | "
-            f"{100 * r.share:.0f}% | "
-            f"{1 / r.share:.2f} | {others} |"
+            f"{100 * r.share:.0f}% | {1 / r.share:.2f} | {others} |"
         )
     lines = [
         f"# Matrix products in a training step, {datetime.date.today().isoformat()}",
         "",
-        f"Machine: {machine_label(device)}; torch {torch.__version__}, numpy {numpy.__version__}, {args.threads} "
-        f"threads, batch 128, "
-        f"{args.impl}, {args.steps} profiled steps per configuration. Command: "
+        f"Machine: {machine_label(device)}; torch {torch.__version__}, numpy {numpy.__version__}, "
+        f"{args.threads} threads, batch {BATCH}, {args.impl}, {args.steps} profiled steps per configuration. "
+        "Command: "
         f"`python benchmarks/step_profile.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
         "",
         "| config | step ms | profiled step ms | matrix products ms | share | bound (1 / share) | "

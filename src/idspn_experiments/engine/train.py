@@ -476,7 +476,7 @@ def fit(
             unreadable ``last.pt`` falls back to the checkpoint it replaced, ``last.pt.prev``.
             Without one, True says so and starts from step 0; ``"auto"`` starts silently (a run
             that may or may not have begun: the runner, the demo, sweeps). False starts from
-            scratch and overwrites earlier logs.
+            scratch and overwrites earlier logs (unless ``overwrite`` is False).
         progress: show tqdm progress bars (rank 0).
         stop_at_step: stop (without saving anything extra) once this many steps are done and
             return None: simulates a killed run for resume tests.
@@ -485,7 +485,8 @@ def fit(
         overwrite: with ``resume=False``, whether a folder that holds a run (its ``last.pt`` or
             ``last.pt.prev``) is trained over from step 0; False refuses with ``ValueError``
             (``idspn train`` without ``--resume``), checked first, so that a user learns it even
-            while another process trains there, and again while the folder is held.
+            while another process trains there, and again while the folder is held. Under
+            torchrun every process checks its own view of the folder; only rank 0 holds it.
 
     Returns:
         The run's result, identical on every process; None when stopped by ``stop_at_step``.
@@ -513,10 +514,11 @@ def fit(
 
 
 def _refuse_an_earlier_run(run_dir: Path, resume: bool | Literal["auto"], overwrite: bool) -> None:
-    held = [path.name for path in existing_checkpoints(run_dir / "last.pt")]
-    if held and not (resume or overwrite):
+    found = [path.name for path in existing_checkpoints(run_dir / "last.pt")]
+    if found and not (resume or overwrite):
         raise ValueError(
-            f"{run_dir} already holds a run ({', '.join(held)}): pass --resume to continue it or choose another --out"
+            f"{run_dir} already holds a run ({', '.join(found)}): pass resume=True (idspn train --resume) to "
+            "continue it, or choose another run_dir (--out)"
         )
 
 

@@ -120,7 +120,9 @@ def test_overwrite_false_refuses_a_folder_that_holds_a_run_and_lets_it_resume(tm
     with pytest.raises(ValueError, match=r"already holds a run \(last.pt.prev\)"):
         fit(NUMBERING, cfg, tmp_path, progress=False, overwrite=False)
     assert _records(tmp_path) == records and not (tmp_path / "result.json").exists()  # nothing touched
-    assert fit(NUMBERING, cfg, tmp_path, resume=True, progress=False, overwrite=False).steps == 4
+    notices = []
+    resumed = fit(NUMBERING, cfg, tmp_path, resume=True, progress=False, overwrite=False, notify=notices.append)
+    assert resumed.steps == 4 and notices == []  # resumed from last.pt.prev: no "training from step 0"
 
 
 def test_resume_auto_continues_a_checkpoint_if_there_is_one_and_says_nothing_otherwise(tmp_path):
