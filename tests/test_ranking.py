@@ -87,9 +87,10 @@ def test_compiled_lookup_by_rank_equals_the_gather_and_its_gradient(n):
     assert torch.equal(got, expected)
     (r,) = torch.autograd.grad((expected * v).sum(), table)
     assert torch.allclose(g, r)
-    # The point of the one-hot sum: a backward pass without the scatter-add that inductor leaves to
-    # an eager kernel (the gather's gradient, aten.scatter_reduce_), which longer sets' gather has.
-    assert ("aten.scatter" in "\n".join(code)) == (n > ONE_HOT_MAX_COMPILED)
+    # The point of the one-hot sum: a backward pass without the gather's gradient, a scatter-add
+    # (inductor may leave it to an eager kernel or write one of its own, depending on the state of
+    # the process, so any scatter counts), which longer sets' gather still has.
+    assert ("scatter" in "\n".join(code)) == (n > ONE_HOT_MAX_COMPILED)
 
 
 def test_the_sort_backend_is_one_of_the_named_ones():
