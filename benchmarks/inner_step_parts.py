@@ -41,7 +41,7 @@ import torch
 from idspn_experiments.engine.io import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_benchmark import TASKS, inner_state, machine_label, time_parts  # noqa: E402
+from step_benchmark import BATCH, TASKS, inner_state, machine_label, time_parts  # noqa: E402
 
 RATE_TARGETS = {"autoencoding": 0.85, "numbering": 0.70}  # the FLOP rates the compiled step aims at
 
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# Inner step by parts, {datetime.date.today().isoformat()}",
         "",
         f"Machine: {machine_label(device)}; torch {torch.__version__}, numpy {numpy.__version__} (its sort: the "
-        f"CPU sort backend), {args.threads} threads, batch 128, "
+        f"CPU sort backend), {args.threads} threads, batch {BATCH}, "
         f"median of {args.rounds} calls. Command: `python benchmarks/inner_step_parts.py "
         f"--tasks {' '.join(args.tasks)} --rounds {args.rounds}`",
         "",

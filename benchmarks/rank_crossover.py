@@ -12,6 +12,7 @@ runs on.
 Usage::
 
     python benchmarks/rank_crossover.py [--sizes 4 8 12 16 24 32] [--batch 128] [--features 512] [--threads 2]
+        [--out FILE.md]
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import numpy
 import torch
+
+from idspn_experiments.engine.io import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_benchmark import machine_label, time_parts  # noqa: E402
@@ -55,11 +58,13 @@ def ways_at(n: int, batch: int, features: int) -> dict[str, Callable[[], object]
 
 def crossover(ms: dict[str, float], sizes: list[int], way: str) -> str:
     """The largest size at which counting beats ``way`` (a size that noise lets one way win out of
-    turn below it does not end the search), said as ``N = ...``."""
+    turn below it does not end the search), said as ``up to N = ...``."""
     wins = [n for n in sizes if ms[f"{n}/counting"] < ms[f"{n}/{way}"]]
     if not wins:
-        return "no size tried"
-    return f"at least N = {wins[-1]}, the largest size tried" if wins[-1] == sizes[-1] else f"N = {wins[-1]}"
+        return "at no size tried"
+    if wins[-1] == sizes[-1]:
+        return f"up to at least N = {wins[-1]}, the largest size tried"
+    return f"up to N = {wins[-1]}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=20, help="timed calls of every way (median)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--out", default=None, help="write the markdown report here")
     args = parser.parse_args(argv)
     if any(n < 2 for n in args.sizes) or args.rounds < 1 or args.batch < 1 or args.features < 1:
         parser.error("--sizes must be >= 2 and --rounds, --batch, --features >= 1")
@@ -80,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         parts.update(ways_at(n, args.batch, args.features))
     ms = time_parts(parts, torch.device("cpu"), args.rounds)
     lines = [
-        f"# Eager FSPool weights: counting or sorting, {datetime.date.today().isoformat()}",
+        f"# Counting or sorting, {datetime.date.today().isoformat()}",
         "",
         f"Machine: {machine_label(torch.device('cpu'))}; torch {torch.__version__}, numpy {numpy.__version__}, "
         f"{args.threads} threads, "
@@ -92,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {n} | " + " | ".join(f"{ms[f'{n}/{w}']:.2f}" for w in WAYS) + " |" for n in sizes]
     lines.append("")
     for backend, way in (("numpy", "numpy sort"), ("torch", "torch sort")):
-        lines.append(f"- counting beats the {backend} backend's sort up to {crossover(ms, sizes, way)}")
-    print("\n".join(lines))
+        lines.append(f"- counting beats the {backend} backend's sort {crossover(ms, sizes, way)}")
+    report = "\n".join(lines) + "\n"
+    print(report, end="")
+    if args.out:
+        atomic_write_text(args.out, report)
     return 0
 
 

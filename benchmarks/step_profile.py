@@ -9,7 +9,7 @@ than ``1 / s`` times faster (short of faster matrix products), so a step that is
 fast as another implementation's gets at most to ``r / s`` times that way.
 
 Both times come from the same steps, so a change of the machine's speed moves them alike. The
-profiler adds a few microseconds to every op and kernel it records, which on long steps of many
+profiler adds a cost to every op and kernel it records, which on long steps of many
 kernels can add a good part to the step: outside the matrix products, it lowers the share, so
 ``1 / s`` stays a bound, only a looser one. The table gives the median of as many unprofiled steps
 beside the profiled ones. CPU only: on a GPU the matrix products' self time on the host would be

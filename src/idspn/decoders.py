@@ -313,7 +313,7 @@ class InnerDiagnostics:
     def summary(self) -> dict[str, float]:
         """Means over the batch, e.g. for a logger: ``{"final_objective": ..., ...}`` (one host sync)."""
         fields = ("initial_objective", "final_objective", "final_grad_norm", "distance")
-        means = torch.stack([getattr(self, name).detach().double().mean() for name in fields]).tolist()
+        means = torch.stack([getattr(self, name).double().mean() for name in fields]).tolist()
         return dict(zip(fields, means, strict=True))
 
 

@@ -53,7 +53,7 @@ def project_simplex(x: Tensor) -> Tensor:
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() == 0 or x.shape[-1] == 0:
         raise ValueError("x must be a floating tensor with a non-empty last dim")
     # Masks are 0/1 floats, not bools: a compiled training step saves them for the backward pass,
-    # and inductor's CPU kernels write bool tensors many times slower.
+    # and they are written for inductor's CPU kernels, which vectorise float arithmetic.
     compiling = torch.compiler.is_compiling()
     with torch.no_grad():
         pairwise = compiling and x.shape[-1] <= PAIRWISE_MAX

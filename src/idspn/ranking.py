@@ -384,7 +384,7 @@ def lookup_by_rank(x: Tensor, table: Tensor, dim: int = 1) -> Tensor:
 
 
 def _lookup_by_ranks(keys: Tensor, full: Tensor) -> Tensor:
-    """``(B, N, L)``: each element's entry of ``full`` at its rank (counted, or sorted and inverted).
+    """``(B, N, L)``: each element's entry of ``full`` at its counted rank.
 
     Compiled on CPU, for a table that needs a gradient and a set of at most
     ``ONE_HOT_MAX_COMPILED`` elements, the entry is picked by a sum over the ranks with one

@@ -170,6 +170,7 @@ class FSPool(nn.Module):
     """
 
     INITS = ("normal", "fan_out")
+    ranks_elements = True  # its weights depend on ranks, so equal elements must tie exactly
 
     def __init__(self, channels: int, n_pieces: int = 20, set_size: int | None = None, init: str = "normal") -> None:
         super().__init__()
@@ -244,6 +245,8 @@ class FSPool(nn.Module):
 class SumPool(nn.Module):
     """Sum over the set: set-equivariant gradients (the DeepSets ablation of Tables 6 and 7)."""
 
+    ranks_elements = False  # every element weighs alike: duplicates need no care
+
     def element_weights(self, h: Tensor, mask: Tensor | None = None, duplicates: Tensor | None = None) -> Tensor:
         _check_features(h, None)
         check_mask(mask, h)
@@ -269,6 +272,8 @@ class MeanPool(SumPool):
 
 class MaxPool(SumPool):
     """Featurewise max: the gradient goes to one element only (ties by position)."""
+
+    ranks_elements = True  # the first of equal maxima takes the gradient, by position
 
     def element_weights(self, h: Tensor, mask: Tensor | None = None, duplicates: Tensor | None = None) -> Tensor:
         _check_features(h, None)
@@ -300,10 +305,10 @@ def _exact_duplicates(h: Tensor, x: Tensor, mask: Tensor | None, pool: nn.Module
     On CPU, where ``h`` is the encoder's ``own`` (``lin2``'s output, which nothing has saved for a
     backward pass: no hook ran on it), in place (``ranking.copy_first_occurrences_``), leaving
     nothing for the pooling to do (None). Otherwise the ``duplicates`` index, with which the pooling
-    ranks canonical keys (``ranking.canonical_keys``), with no host synchronisation. Sum and mean
-    weigh every element alike: nothing to rank, so no duplicates are looked for.
+    ranks canonical keys (``ranking.canonical_keys``), with no host synchronisation. A pooling that
+    ranks nothing (sum, mean: ``ranks_elements`` False) needs no duplicates, so none are looked for.
     """
-    if type(pool) in (SumPool, MeanPool):
+    if not getattr(pool, "ranks_elements", True):
         return None
     duplicates = _duplicates(x, mask)
     if h.device.type != "cpu" or not own:
@@ -327,7 +332,7 @@ def _relu_and_vjp(pre: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
     """The same under ``torch.compile``, through a 0/1 float mask: ``pre * active`` and ``* active``.
 
     A compiled training step saves ReLU's pattern for the backward pass, and inductor's CPU kernels
-    write a bool tensor many times slower than a float one.
+    vectorise arithmetic on a float mask (``pre * active``) where a bool one needs conversions.
     """
     active = pre.detach().sign().clamp(min=0)  # (B, N, H): ReLU's derivative, no gradient
     return pre * active, lambda grad: grad * active

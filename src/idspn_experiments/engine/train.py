@@ -514,8 +514,10 @@ def fit(
 
 
 def _refuse_an_earlier_run(run_dir: Path, resume: bool | Literal["auto"], overwrite: bool) -> None:
+    if resume or overwrite:
+        return  # nothing to refuse: no look at the folder
     found = [path.name for path in existing_checkpoints(run_dir / "last.pt")]
-    if found and not (resume or overwrite):
+    if found:
         raise ValueError(
             f"{run_dir} already holds a run ({', '.join(found)}): pass resume=True (idspn train --resume) to "
             "continue it, or choose another run_dir (--out)"
@@ -573,7 +575,12 @@ def _fit(
         log.reset(keep_until=None)
     if ctx.is_main:
         atomic_write_json(run_dir / "config.json", cfg_dict)
-    with closing(BoardLog(run_dir, enabled=t.tensorboard and ctx.is_main, start_step=step)) as board:
+    with (
+        closing(BoardLog(run_dir, enabled=t.tensorboard and ctx.is_main, start_step=step)) as board,
+        tqdm(
+            total=t.steps, initial=step, desc=f"{experiment.name} train", disable=not (progress and ctx.is_main)
+        ) as bar,
+    ):
         train_model: nn.Module = model
         if ctx.distributed:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
@@ -632,50 +639,47 @@ def _fit(
             collate_fn=data.collate or default_collate,
             generator=_generator(cfg.seed, _ORDER_STREAM, step),  # keeps the loader off the global RNG
         )
-        with tqdm(
-            total=t.steps, initial=step, desc=f"{experiment.name} train", disable=not (progress and ctx.is_main)
-        ) as bar:
-            for batch in loader:
-                lr = learning_rate(step, cfg)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                iters = experiment.inner_steps(cfg, step)
-                tick = time.perf_counter()
-                with board.inner_diagnostics(model, step + 1):
-                    logs = train_step(experiment, train_model, optimizer, _to_device(batch, ctx.device), cfg, iters)
-                elapsed = time.perf_counter() - tick
-                train_time += elapsed
-                step += 1
-                log.write(step, "train", {**logs, "lr": lr, "time_s": elapsed})
-                board.scalars("train", step, {**logs, "lr": lr})
-                bar.update(1)
-                postfix = {"loss": f"{logs['loss']:.4f}"}
+        for batch in loader:
+            lr = learning_rate(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            iters = experiment.inner_steps(cfg, step)
+            tick = time.perf_counter()
+            with board.inner_diagnostics(model, step + 1):
+                logs = train_step(experiment, train_model, optimizer, _to_device(batch, ctx.device), cfg, iters)
+            elapsed = time.perf_counter() - tick
+            train_time += elapsed
+            step += 1
+            log.write(step, "train", {**logs, "lr": lr, "time_s": elapsed})
+            board.scalars("train", step, {**logs, "lr": lr})
+            bar.update(1)
+            postfix = {"loss": f"{logs['loss']:.4f}"}
 
-                if data.val is not None and (step % t.eval_every == 0 or step == t.steps):
-                    val = evaluate(experiment, model, data.val, cfg, ctx, data.collate, desc="val", progress=progress)
-                    log.write(step, "val", val)
-                    board.scalars("val", step, val)
-                    if board.enabled and experiment.figure is not None:
-                        board.figure("val/predictions", step, _draw(experiment, model, data, cfg))
-                    if select is not None:
-                        if select not in val:
-                            raise ValueError(
-                                f"config key 'train.select_metric': {select!r} is not among the validation "
-                                f"metrics {sorted(val)}"
-                            )
-                        if _is_better(val[select], best_value, t.select_mode):
-                            best_step, best_value, best_val = step, val[select], val
-                            save_best(val)
-                    else:
-                        best_step, best_val = step, val
-                    postfix[f"val_{select or 'metric'}"] = f"{val.get(select or '', float('nan')):.4f}"
-                bar.set_postfix(postfix, refresh=False)
+            if data.val is not None and (step % t.eval_every == 0 or step == t.steps):
+                val = evaluate(experiment, model, data.val, cfg, ctx, data.collate, desc="val", progress=progress)
+                log.write(step, "val", val)
+                board.scalars("val", step, val)
+                if board.enabled and experiment.figure is not None:
+                    board.figure("val/predictions", step, _draw(experiment, model, data, cfg))
+                if select is not None:
+                    if select not in val:
+                        raise ValueError(
+                            f"config key 'train.select_metric': {select!r} is not among the validation "
+                            f"metrics {sorted(val)}"
+                        )
+                    if _is_better(val[select], best_value, t.select_mode):
+                        best_step, best_value, best_val = step, val[select], val
+                        save_best(val)
+                else:
+                    best_step, best_val = step, val
+                postfix[f"val_{select or 'metric'}"] = f"{val.get(select or '', float('nan')):.4f}"
+            bar.set_postfix(postfix, refresh=False)
 
-                if step % t.checkpoint_every == 0 or step == t.steps:
-                    save_last()
-                if stop_at_step is not None and step >= stop_at_step and step < t.steps:
-                    ctx.barrier()
-                    return None
+            if step % t.checkpoint_every == 0 or step == t.steps:
+                save_last()
+            if stop_at_step is not None and step >= stop_at_step and step < t.steps:
+                ctx.barrier()
+                return None
 
         # The reported model: the best by validation metric, or the last one.
         if select is None or best_step is None:
