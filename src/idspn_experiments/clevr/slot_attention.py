@@ -230,13 +230,15 @@ class SlotAttentionPredictor(nn.Module):
         features = self.encoder(images).flatten(1, 2)  # (B, H*W, C)
         return self.slot_attention(features)  # T x (B, K, slot_dim)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """``(B, 3, S, S) -> (B, K, D)``: the prediction after the last iteration."""
-        return self.head(self._slots(images)[-1])  # (B, K, D)
+    def forward(self, images: Tensor, all_iters: bool = False) -> Tensor:
+        """``(B, 3, S, S) -> (B, K, D)``: the prediction after the last iteration; with ``all_iters``,
+        ``(T, B, K, D)``: the prediction after every iteration (deep supervision).
 
-    def forward_all_iters(self, images: Tensor) -> Tensor:
-        """``(B, 3, S, S) -> (T, B, K, D)``: the prediction after every iteration (deep supervision)."""
-        return self.head(torch.stack(self._slots(images)))  # (T, B, K, D)
+        One ``forward`` for both, so that a wrapper such as ``DistributedDataParallel`` (whose
+        gradient reduction needs its own forward to run) serves deep supervision too.
+        """
+        slots = self._slots(images)  # T x (B, K, slot_dim)
+        return self.head(torch.stack(slots)) if all_iters else self.head(slots[-1])
 
 
 class SlotMLPPredictor(nn.Module):

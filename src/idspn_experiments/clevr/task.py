@@ -177,7 +177,7 @@ def clevr_loss(model: nn.Module, batch: list[Tensor], cfg: ClevrConfig, iters: i
     images, targets = batch
     targets = targets_to_range(targets, cfg.model.coord_range)  # (B, N, D)
     if cfg.model.supervise_all_iters:
-        preds = model.forward_all_iters(images)  # (T, B, N, D)
+        preds = model(images, all_iters=True)  # (T, B, N, D)
         per_iter = [hungarian_loss(pred, targets, pairwise="huber") for pred in preds]
         return torch.stack(per_iter).mean(), {"loss_last_iter": float(per_iter[-1].detach())}
     return hungarian_loss(_in_range(model, images, cfg, iters), targets, pairwise="huber"), {}

@@ -30,7 +30,7 @@ def test_predictors_give_the_prediction_of_every_iteration_and_bounded_outputs()
     model = SlotAttentionPredictor(32, 10, 19, coord_range="-3..3", iters=3)
     images = torch.rand(2, 3, 32, 32)
     torch.manual_seed(0)  # the slots start from a random draw
-    all_iters = model.forward_all_iters(images)
+    all_iters = model(images, all_iters=True)
     torch.manual_seed(0)
     last = model(images)
     assert all_iters.shape == (3, 2, 10, 19) and last.shape == (2, 10, 19)

@@ -138,6 +138,35 @@ def test_slot_attention_variants_are_supervised_at_every_iteration():
         build_model(load_config(ClevrConfig, "clevr-smoke", ["model.supervise_all_iters=true"]))
 
 
+def test_deep_supervision_runs_through_a_data_parallel_wrapper(tmp_path):
+    """The engine hands the loss its DDP-wrapped model: every-iteration predictions must come through
+    the wrapper's forward (which DDP's gradient reduction needs), not a method the wrapper lacks."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    cfg = load_config(ClevrConfig, "clevr-smoke", ["model.name=slot_attention", "model.supervise_all_iters=true"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    batch = [torch.rand(2, 3, 32, 32), torch.zeros(2, 10, 19)]
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(1)  # the slots start from a random draw
+        wrapped_loss, _ = clevr_loss(DistributedDataParallel(model), batch, cfg, 3)
+        wrapped_loss.backward()
+        wrapped_grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    finally:
+        dist.destroy_process_group()
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(1)
+    plain_loss, _ = clevr_loss(model, batch, cfg, 3)
+    plain_loss.backward()
+    torch.testing.assert_close(wrapped_loss, plain_loss)
+    plain_grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert len(wrapped_grads) == len(plain_grads) > 0
+    for a, b in zip(wrapped_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_monitoring_the_evaluation_set_forbids_model_selection():
     cfg = load_config(ClevrConfig, "clevr-smoke", ["train.select_metric=ap_inf"])
     with pytest.raises(ValueError, match="'train.select_metric' must be none"):
