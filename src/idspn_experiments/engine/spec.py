@@ -33,7 +33,7 @@ Contracts:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -56,6 +56,15 @@ class DataSplits:
     val: Dataset | None = None  # validation split; None: no validation (the last model is reported)
     test: Dataset | None = None  # test split; None: report validation metrics only
     collate: Callable[[list[Any]], Batch] | None = None  # batch builder; None: torch's default_collate
+
+    def __post_init__(self) -> None:
+        for name in ("train", "val", "test"):
+            split = getattr(self, name)
+            if (split is not None or name == "train") and not isinstance(split, Sized):
+                raise ValueError(
+                    f"DataSplits.{name} must be a map-style dataset with a length (the engine samples its "
+                    f"indices), got {type(split).__name__}"
+                )
 
 
 @dataclass(frozen=True)

@@ -142,7 +142,10 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
     if isinstance(batch, Mapping):
         return {k: _to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, Sequence) and not isinstance(batch, str):
-        return type(batch)(_to_device(v, device) for v in batch)
+        moved = [_to_device(v, device) for v in batch]
+        if isinstance(batch, tuple):  # a named tuple (default_collate keeps them) takes its fields as arguments
+            return type(batch)(*moved) if hasattr(batch, "_fields") else tuple(moved)
+        return moved
     return batch
 
 
@@ -239,7 +242,7 @@ def evaluate(
     model.eval()
     rng = capture_rng_state()
     seed_everything(cfg.seed, _EVAL_STREAM, ctx.rank)
-    shard = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]
+    shard = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]  # Sized: DataSplits
     loader = DataLoader(
         shard,
         batch_size=cfg.train.eval_batch_size,
@@ -631,7 +634,8 @@ def _fit(
                 )
 
         select = t.select_metric if data.val is not None else None
-        sampler = StepBatchSampler(len(data.train), t.batch_size, cfg.seed, step, t.steps, ctx.rank, ctx.world_size)
+        size = len(data.train)  # type: ignore[arg-type]  # DataSplits checks that every split is Sized
+        sampler = StepBatchSampler(size, t.batch_size, cfg.seed, step, t.steps, ctx.rank, ctx.world_size)
         loader = DataLoader(
             data.train,
             batch_sampler=sampler,

@@ -150,3 +150,31 @@ def test_validation_does_not_change_training(tmp_path):
 
     assert train(tmp_path / "often") == train(tmp_path / "rarely")
     assert often.val and rarely.val
+
+
+def test_batches_reach_the_device_in_their_own_containers():
+    from collections import namedtuple
+
+    from idspn_experiments.engine.train import _to_device
+
+    Pair = namedtuple("Pair", "images targets")
+    batch = {"pair": Pair(torch.zeros(2), torch.ones(2)), "list": [torch.zeros(1)], "tuple": (torch.zeros(1), "id")}
+    moved = _to_device(batch, torch.device("cpu"))
+    assert isinstance(moved["pair"], Pair) and torch.equal(moved["pair"].targets, torch.ones(2))
+    assert isinstance(moved["list"], list) and type(moved["tuple"]) is tuple and moved["tuple"][1] == "id"
+
+
+def test_data_splits_must_have_a_length():
+    from torch.utils.data import IterableDataset, TensorDataset
+
+    from idspn_experiments.engine.spec import DataSplits
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            yield torch.zeros(1)
+
+    with pytest.raises(ValueError, match=r"DataSplits\.train must be a map-style dataset"):
+        DataSplits(train=Stream())
+    with pytest.raises(ValueError, match=r"DataSplits\.test must be a map-style dataset.*Stream"):
+        DataSplits(train=TensorDataset(torch.zeros(3)), test=Stream())
+    assert DataSplits(train=TensorDataset(torch.zeros(3))).val is None
