@@ -28,7 +28,7 @@ def run_demo(out: str | Path, progress: bool = True) -> str:
         cfg = load_config(experiment.config_type, DEMO_PRESET, [f"model.name={name}"])
         run_dir = out / name
         result = fit(experiment, cfg, run_dir, resume="auto", progress=progress)
-        assert result is not None
+        assert result is not None and result.test is not None  # the demo preset has a test split
         lines.append(
             f"| {label} | {100 * result.test['accuracy']:.1f}% | {100 * result.test['element_accuracy']:.1f}% "
             f"| {result.wall_time_s:.0f} s |"

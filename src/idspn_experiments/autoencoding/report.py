@@ -198,14 +198,21 @@ def _median_ratio(ratios: list[float]) -> str:
     return f"{statistics.median(finite):.2f}" if finite else "-"
 
 
+def _finished(cells: Cells, point: GridPoint, kinds: Sequence[str]) -> list[Cell] | None:
+    """The cells of ``kinds`` at ``point``'s (n, d, iterations), or None unless every one has losses."""
+    group = [cells.get(GridPoint(point.set_size, point.set_dim, point.iters, k)) for k in kinds]
+    found = [c for c in group if c is not None and c.losses]
+    return found if len(found) == len(group) else None
+
+
 def _claims(cells: Cells) -> list[str]:
     lines = []
     # equal iterations: the three models of Table 5 at the same (n, d, iterations)
     triples = []
     for p in cells:
         if p.kind == "dspn":
-            group = [cells.get(GridPoint(p.set_size, p.set_dim, p.iters, k)) for k in TABLE5_KINDS]
-            if all(c is not None and c.losses for c in group):
+            group = _finished(cells, p, TABLE5_KINDS)
+            if group is not None:
                 triples.append(group)
     if triples:
         lowest = [mom.mean < min(idspn.mean, dspn.mean) for mom, idspn, dspn in triples]
@@ -237,8 +244,8 @@ def _claims(cells: Cells) -> list[str]:
     pooled = []
     for p in cells:
         if p.kind == "idspn-mom":
-            others = [cells.get(GridPoint(p.set_size, p.set_dim, p.iters, k)) for k in POOLING_KINDS]
-            if cells[p].losses and all(c is not None and c.losses for c in others):
+            others = _finished(cells, p, POOLING_KINDS)
+            if cells[p].losses and others is not None:
                 pooled.append((cells[p], others))
     if pooled:
         wins = [fs.mean < min(o.mean for o in others) for fs, others in pooled]
@@ -259,7 +266,7 @@ def render_report(
     budget: str,
     seeds: Sequence[int],
     figures: Sequence[Path] = (),
-    cells: Sequence[Cell] | None = None,
+    cells: Cells | None = None,
 ) -> str:
     """``report.md``: the claims, Tables 5 and 6, equal-compute and timing tables, the figures.
 

@@ -325,16 +325,14 @@ def _generate_once(cfg: ClevrConfig, progress: bool) -> Path:
     d = cfg.data
     out = synth_dir(cfg)
     marker = out / _MARKER
-    expected = {
-        "seed": d.synth_seed,
-        "renderer": RENDERER_VERSION,
-        "splits": {"train": d.train_size, "val": d.val_size},
-    }
+    assert d.train_size is not None and d.val_size is not None  # _check: generating needs both sizes
+    splits = {"train": d.train_size, "val": d.val_size}
+    expected = {"seed": d.synth_seed, "renderer": RENDERER_VERSION, "splits": splits}
     with exclusive_lock(out.with_name(out.name + ".lock")):
         # Markers from before the renderer was recorded were all written by renderer 1.
         if marker.is_file() and {"renderer": 1, **json.loads(marker.read_text())} == expected:
             return out
-        generate(out, expected["splits"], seed=d.synth_seed, workers=d.synth_workers, progress=progress)
+        generate(out, splits, seed=d.synth_seed, workers=d.synth_workers, progress=progress)
         atomic_write_json(marker, expected)  # a new file, even where the folder was hard-linked from another
     return out
 

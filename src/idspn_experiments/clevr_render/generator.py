@@ -34,7 +34,7 @@ import json
 import math
 import multiprocessing
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,7 +243,7 @@ class _Solids:
     metal: np.ndarray  # (K,) bool
 
     @staticmethod
-    def from_objects(objects: list[Mapping[str, Any]]) -> "_Solids":
+    def from_objects(objects: Sequence[Mapping[str, Any]]) -> "_Solids":
         k = len(objects)
         rgb = np.array([COLOR_RGB[o["color"]] for o in objects], dtype=np.float64).reshape(k, 3)
         return _Solids(
@@ -844,7 +844,9 @@ def _draw_objects(
             return objects
 
 
-def _relationships(objects: list[Mapping[str, Any]], directions: dict[str, list[float]]) -> dict[str, list[list[int]]]:
+def _relationships(
+    objects: Sequence[Mapping[str, Any]], directions: dict[str, list[float]]
+) -> dict[str, list[list[int]]]:
     """CLEVR's spatial relations: ``j`` is in ``relationships[name][i]`` when object ``j`` lies
     more than ``RELATION_EPS`` further than object ``i`` along direction ``name``."""
     coords = np.array([o["3d_coords"] for o in objects], dtype=np.float64).reshape(-1, 3)

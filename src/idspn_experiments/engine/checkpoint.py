@@ -109,7 +109,7 @@ def load_checkpoint(
 
 def capture_rng_state() -> dict[str, Any]:
     """The state of every RNG the training stream draws from: torch (CPU and CUDA), numpy, random."""
-    np_state = np.random.get_state()
+    np_state: tuple[str, np.ndarray, int, int, float] = np.random.get_state(legacy=True)  # type: ignore[assignment]
     py_version, py_internal, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),

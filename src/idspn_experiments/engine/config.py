@@ -284,7 +284,7 @@ def config_from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
         if key not in known:
             raise ValueError(f"unknown config key '{dotted}' (known: {', '.join(sorted(known))})")
         tp = known[key]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[key] = config_from_dict(tp, value, prefix=dotted + ".")
         else:
             kwargs[key] = _check_value(dotted, tp, value)
@@ -434,7 +434,7 @@ def load_config(config_type: type[C], preset: str, overrides: list[str] | tuple[
     """
     data = read_preset(preset)
     cfg = config_from_dict(config_type, data)
-    expected = config_type().experiment  # type: ignore[call-arg, attr-defined]
+    expected = config_type().experiment  # type: ignore[attr-defined]
     if expected and data["experiment"] != expected:
         raise ValueError(f"preset {preset!r} configures {data['experiment']!r}, not {expected!r}")
     return apply_overrides(cfg, overrides)

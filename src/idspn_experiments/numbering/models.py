@@ -129,7 +129,7 @@ class NumberingTransformer(nn.Module):
         query = self.embed_query(x)  # (B, N, H) or (B, N, H/2)
         if self.position == "sinusoidal":
             query = query + sinusoidal_encoding(x.shape[1], query.shape[-1], x.device)
-        elif self.position == "random":
+        elif self.noise_shift is not None and self.noise_log_scale is not None:  # position == "random"
             hidden = source.shape[-1]
             noise_shape = (*query.shape[:-1], hidden - query.shape[-1])
             noise = torch.randn(noise_shape, device=x.device, dtype=query.dtype)
