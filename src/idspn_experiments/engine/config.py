@@ -115,6 +115,10 @@ class TrainConfig:
     num_workers: Annotated[int, AtLeast(0)] = 0  # DataLoader worker processes per rank
     tensorboard: bool = False  # also write scalars (and pictures) to <run>/tensorboard (the tensorboard extra)
 
+    def checks(self) -> Iterator[tuple[str, str]]:
+        if self.select_metric is not None and not self.select_metric.strip():
+            yield "select_metric", f"must name a validation metric, or be none; got {self.select_metric!r}"
+
 
 @dataclass
 class ExperimentConfig:

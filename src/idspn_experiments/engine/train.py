@@ -384,7 +384,10 @@ class _MetricLog:
             return
         records = []
         if keep_until is not None:
-            records = [r for r in _read_records(self.jsonl, self.notify) if r["step"] <= keep_until]
+            # A test record is written once, after the last step: one kept from an earlier finish
+            # (killed before its result.json, or resumed after it) would be logged twice.
+            kept = _read_records(self.jsonl, self.notify)
+            records = [r for r in kept if r["step"] <= keep_until and r["split"] != "test"]
             logged = max((r["step"] for r in records if r["split"] == "train"), default=0)
             if logged < keep_until:
                 self.notify(
@@ -544,21 +547,30 @@ def _fit(
             f"train.batch_size={t.batch_size} must be divisible by the number of processes {ctx.world_size}"
         )
     cfg_dict = config_to_dict(cfg)
-    log = _MetricLog(run_dir, enabled=ctx.is_main, notify=notify if ctx.is_main else lambda message: None)
+    say = notify if ctx.is_main else lambda message: None  # one notice per run, not per process
+    log = _MetricLog(run_dir, enabled=ctx.is_main, notify=say)
 
     seed_everything(cfg.seed, _DATA_STREAM)
     data: DataSplits = experiment.build_data(cfg, progress and ctx.is_main)
+    for name in ("val", "test"):
+        split = getattr(data, name)
+        if split is not None and len(split) < ctx.world_size:
+            raise ValueError(
+                f"the {name} split has {len(split)} examples, fewer than the {ctx.world_size} processes "
+                "that evaluate it (each scores its own shard): use fewer processes or a larger split"
+            )
     seed_everything(cfg.seed, _MODEL_STREAM)
     model = experiment.build_model(cfg).to(ctx.device)
     optimizer = build_optimizer(model, cfg)
     seed_everything(cfg.seed, _TRAIN_STREAM, ctx.rank)
 
     step, best_step, best_value, best_val = 0, None, None, {}
+    last_val: dict[str, float] = {}  # the latest validation, reported if none was ever better (all NaN)
     wall_before, train_time = 0.0, 0.0
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    ckpt = _resumable_checkpoint(last_path, notify) if resume else None
-    if resume is True and ckpt is None and ctx.is_main:
-        notify(f"no checkpoint in {run_dir} to resume from: training from step 0")
+    ckpt = _resumable_checkpoint(last_path, say) if resume else None
+    if resume is True and ckpt is None:
+        say(f"no checkpoint in {run_dir} to resume from: training from step 0")
     if ckpt is not None:
         diff = config_diff(ckpt.get("config", {}), cfg_dict)
         if diff:
@@ -576,6 +588,9 @@ def _fit(
         log.reset(keep_until=step)
     else:
         log.reset(keep_until=None)
+        if ctx.is_main:  # an earlier run's result and checkpoints would describe another run
+            for stale in (run_dir / "result.json", last_path, previous_checkpoint(last_path), best_path):
+                stale.unlink(missing_ok=True)
     if ctx.is_main:
         atomic_write_json(run_dir / "config.json", cfg_dict)
     with (
@@ -676,6 +691,7 @@ def _fit(
                         save_best(val)
                 else:
                     best_step, best_val = step, val
+                last_val = val
                 postfix[f"val_{select or 'metric'}"] = f"{val.get(select or '', float('nan')):.4f}"
             bar.set_postfix(postfix, refresh=False)
 
@@ -688,6 +704,7 @@ def _fit(
         # The reported model: the best by validation metric, or the last one.
         if select is None or best_step is None:
             best_step = step
+            best_val = best_val or last_val
             save_best(best_val)
         ctx.barrier()
         if select is not None:

@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -178,3 +179,61 @@ def test_data_splits_must_have_a_length():
     with pytest.raises(ValueError, match=r"DataSplits\.test must be a map-style dataset.*Stream"):
         DataSplits(train=TensorDataset(torch.zeros(3)), test=Stream())
     assert DataSplits(train=TensorDataset(torch.zeros(3))).val is None
+
+
+_SHORT = ("model.name=deepsets", "train.steps=4", "train.eval_every=2", "train.checkpoint_every=2")
+
+
+def _splits(run_dir):
+    return [(r["step"], r["split"]) for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
+
+
+def test_resuming_a_finished_run_logs_its_test_once(tmp_path):
+    first = fit(NUMBERING, _cfg(*_SHORT), tmp_path, progress=False)
+    again = fit(NUMBERING, _cfg(*_SHORT), tmp_path, resume=True, progress=False)
+    assert _splits(tmp_path) == [(1, "train"), (2, "train"), (2, "val"), (3, "train"), (4, "train")] + [
+        (4, "val"),
+        (4, "test"),
+    ]
+    assert again.test == first.test
+
+
+def test_a_fresh_run_over_a_finished_one_leaves_nothing_of_it(tmp_path):
+    fit(NUMBERING, _cfg(*_SHORT), tmp_path, progress=False)
+    assert fit(NUMBERING, _cfg(*_SHORT, "train.lr=0.01"), tmp_path, progress=False, stop_at_step=1) is None
+    assert load_run_result(tmp_path) is None and not (tmp_path / "best.pt").exists()
+    assert _splits(tmp_path) == [(1, "train")]
+    resumed = fit(NUMBERING, _cfg(*_SHORT, "train.lr=0.01"), tmp_path, resume=True, progress=False)
+    assert resumed.config["train"]["lr"] == 0.01 and resumed.steps == 4
+
+
+def test_an_empty_select_metric_is_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match=r"'train\.select_metric': must name a validation metric"):
+        fit(NUMBERING, _cfg(*_SHORT, "train.select_metric="), tmp_path, progress=False)
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_a_selection_metric_that_is_always_nan_reports_the_last_validation(tmp_path):
+    import dataclasses
+
+    always_nan = dataclasses.replace(NUMBERING, summarize=lambda out, cfg: {"accuracy": float("nan"), "loss": 1.0})
+    result = fit(always_nan, _cfg(*_SHORT), tmp_path, progress=False)
+    assert result.best_step == 4 and result.val["loss"] == 1.0 and math.isnan(result.val["accuracy"])
+
+
+def test_a_split_smaller_than_the_number_of_processes_is_refused(tmp_path):
+    import dataclasses
+
+    from torch.utils.data import Subset
+
+    from idspn_experiments.engine.distributed import DistContext
+    from idspn_experiments.engine.train import _fit
+
+    def one_val_example(cfg, progress):
+        data = NUMBERING.build_data(cfg, progress)
+        return dataclasses.replace(data, val=Subset(data.val, [0]))
+
+    experiment = dataclasses.replace(NUMBERING, build_data=one_val_example)
+    two = DistContext(rank=0, world_size=2, device=torch.device("cpu"))  # refused before any collective
+    with pytest.raises(ValueError, match="the val split has 1 examples, fewer than the 2 processes"):
+        _fit(experiment, _cfg(*_SHORT), tmp_path, two, False, False, None, print)
