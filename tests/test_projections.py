@@ -73,3 +73,27 @@ def test_projection_passes_nan_rows_through_without_failing():
     p = project_simplex(x)
     assert p[1].isnan().any() and p[2].isnan().all()
     assert torch.allclose(p[[0, 3]].sum(-1), torch.ones(2), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_projects_large_entries_onto_the_simplex(dtype):
+    x = torch.tensor([[300.0, 0.0], [5000.0, 1.0], [0.25, 0.5]], dtype=dtype)
+    p = project_simplex(x)
+    assert p.dtype == dtype
+    torch.testing.assert_close(p.float(), project_simplex(x.float()))
+    torch.testing.assert_close(p[:2].float(), torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_minus_infinity_entries_project_to_zero(compile):
+    project = torch.compile(project_simplex, fullgraph=True) if compile else project_simplex
+    x = torch.tensor([[-float("inf"), 0.3, 0.1], [0.2, -float("inf"), -float("inf")]])
+    torch.testing.assert_close(project(x), torch.tensor([[0.0, 0.6, 0.4], [1.0, 0.0, 0.0]]))
+
+
+def test_the_sorted_support_is_never_empty_whatever_the_rounding():
+    from idspn.projections import _support_by_sorting
+
+    # float32 rounds 1e8 - 1 to 1e8: compared with that threshold, no entry would be above it
+    x = torch.tensor([[1e8, 0.0], [0.3, 0.1]])
+    torch.testing.assert_close(_support_by_sorting(x), torch.tensor([[1.0, 0.0], [1.0, 1.0]]))

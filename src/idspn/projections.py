@@ -13,15 +13,18 @@ PAIRWISE_MAX = 128  # under torch.compile: longest vector whose threshold is fou
 
 
 def _support_by_sorting(x: Tensor) -> Tensor:
-    """``(..., K)`` 0/1 mask of the entries above the simplex threshold (Duchi et al., 2008), by sorting."""
+    """``(..., K)`` 0/1 mask of the entries above the simplex threshold (Duchi et al., 2008), by sorting.
+
+    The support is the ``size`` largest entries, never empty: taken by value rank, not by comparing
+    ``x`` with a threshold that rounding can lift above the largest entry.
+    """
     desc = sort_descending(x)
     cumsum = desc.cumsum(-1) - 1
     ranks = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=x.dtype)
-    # Support size, at least 1 in exact arithmetic; 0 only where NaN, inf or huge values (float32
-    # cumsum rounding) break it, which must reach the decoder's finiteness check, not a bad index.
+    # Support size, at least 1 in exact arithmetic; 0 only where NaN, inf or huge values (cumsum
+    # rounding) break it, which must reach the decoder's finiteness check, not a bad index.
     size = (desc * ranks > cumsum).sum(-1, keepdim=True).clamp(min=1)
-    theta = cumsum.gather(-1, size - 1) / size
-    return (x > theta).to(x.dtype)
+    return (x >= desc.gather(-1, size - 1)).to(x.dtype)
 
 
 def _support_by_pairs(x: Tensor) -> Tensor:
@@ -45,6 +48,10 @@ def project_simplex(x: Tensor) -> Tensor:
     Args:
         x: ``(..., K)`` floating tensor.
 
+    Half-precision inputs are projected in float32 (the result has their dtype). ``-inf`` entries
+    project to 0. In float32 the sum is 1 up to the rounding of ``x - theta``, which swamps it only
+    for entries beyond about ``1e7``, where the float32 spacing exceeds 1.
+
     Returns:
         ``(..., K)`` tensor, non-negative, summing to 1 along the last dim. A row holding NaN gives
         NaN (in some or all of its entries), never an error: a diverged inner loop is reported by
@@ -52,6 +59,8 @@ def project_simplex(x: Tensor) -> Tensor:
     """
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() == 0 or x.shape[-1] == 0:
         raise ValueError("x must be a floating tensor with a non-empty last dim")
+    if x.element_size() < 4:  # half precision cannot hold x - theta near large entries: float32 inside
+        return project_simplex(x.float()).to(x.dtype)
     # Masks are 0/1 floats, not bools: a compiled training step saves them for the backward pass,
     # and they are written for inductor's CPU kernels, which vectorise float arithmetic.
     compiling = torch.compiler.is_compiling()
@@ -59,9 +68,11 @@ def project_simplex(x: Tensor) -> Tensor:
         pairwise = compiling and x.shape[-1] <= PAIRWISE_MAX
         support = (_support_by_pairs if pairwise else _support_by_sorting)(x.detach())
     count = support.sum(-1, keepdim=True).clamp(min=1)
-    theta = ((x * support).sum(-1, keepdim=True) - 1) / count  # (..., 1)
+    kept = torch.where(support > 0, x, 0.0)  # not x * support: -inf * 0 would be NaN
+    theta = (kept.sum(-1, keepdim=True) - 1) / count  # (..., 1)
     shifted = x - theta
     if not compiling:
         return shifted.clamp(min=0)
     positive = shifted.detach().sign().clamp(min=0)  # (..., K): 1 where kept, else 0
-    return (shifted * positive).abs()  # the same max(x - theta, 0); abs turns -0.0 into 0.0
+    # The same max(x - theta, 0): the clamp keeps -inf entries from -inf * 0, abs turns -0.0 into 0.0.
+    return (shifted.clamp(min=-1) * positive).abs()
