@@ -253,3 +253,21 @@ def test_a_padded_row_equal_to_a_present_one_is_not_its_duplicate(pooling):
     x[0, 0] = x[0, 3]  # the padded element 0 equals the present element 3
     mask = torch.tensor([[False, True, True, True]])
     assert torch.allclose(enc(x, mask), enc(x[:, 1:]), atol=1e-12)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("padding", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_padding_never_reaches_the_result(pooling, padding):
+    torch.manual_seed(0)
+    encoder = FSEncoder(3, 8, 5, pooling=pooling).double()
+    x = torch.randn(2, 6, 3, dtype=torch.double)
+    mask = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])
+    clean = x.clone()
+    clean[~mask] = 0.0
+    x[~mask] = padding
+    out, vjp = encoder.value_and_vjp(x, mask)
+    torch.testing.assert_close(encoder(x, mask), encoder(clean, mask))
+    torch.testing.assert_close(out, encoder(clean, mask))
+    v = torch.randn(2, 5, dtype=torch.double)
+    assert torch.isfinite(vjp(v)).all()
+    torch.testing.assert_close(encoder(x[:1, :4]), encoder(x, mask)[:1])  # the present elements alone

@@ -150,6 +150,12 @@ class ModuleSetEncoder(SetEncoder):
 # --- poolings ----------------------------------------------------------------------------------
 
 
+def _zero_padding(x: Tensor, mask: Tensor | None) -> Tensor:
+    """``x`` with padded elements (``mask`` False) set to 0, so that not even NaN or inf there reaches
+    a sum (a zero weight alone would not do: ``nan * 0`` is NaN)."""
+    return x if mask is None else torch.where(mask.unsqueeze(-1), x, 0.0)
+
+
 class FSPool(nn.Module):
     """Featurewise sort pooling (Zhang et al., 2020).
 
@@ -239,7 +245,7 @@ class FSPool(nn.Module):
 
     def forward(self, h: Tensor, mask: Tensor | None = None, duplicates: Tensor | None = None) -> Tensor:
         """``(B, N, L) -> (B, L)``."""
-        return (h * self.element_weights(h, mask, duplicates)).sum(1)
+        return (_zero_padding(h, mask) * self.element_weights(h, mask, duplicates)).sum(1)
 
 
 class SumPool(nn.Module):
@@ -255,7 +261,7 @@ class SumPool(nn.Module):
         return mask.to(h.dtype).unsqueeze(-1)  # (B, N, 1)
 
     def forward(self, h: Tensor, mask: Tensor | None = None, duplicates: Tensor | None = None) -> Tensor:
-        return (h * self.element_weights(h, mask, duplicates)).sum(1)
+        return (_zero_padding(h, mask) * self.element_weights(h, mask, duplicates)).sum(1)
 
 
 class MeanPool(SumPool):
@@ -401,6 +407,7 @@ class FSEncoder(SetEncoder):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``(B, N, D) -> (B, L)``; padded elements (``mask`` False) do not change the result."""
         self._check_input(x, mask)
+        x = _zero_padding(x, mask)  # (B, N, D)
         h = self.lin2(F.relu(self.lin1(x)))  # (B, N, L)
         return self.pool(h, mask, _exact_duplicates(h, x, mask, self.pool, own=self.fused_is_exact()))
 
@@ -436,6 +443,7 @@ class FSEncoder(SetEncoder):
         if not self.fused_is_exact():
             return super().value_and_vjp(x, mask)
         self._check_input(x, mask)
+        x = _zero_padding(x, mask)  # (B, N, D)
         pre = F.linear(x, self.lin1.weight, self.lin1.bias)  # (B, N, H)
         relu_vjp = _relu_and_vjp if torch.compiler.is_compiling() else _relu_and_vjp_eager
         act, relu_back = relu_vjp(pre)  # (B, N, H)
