@@ -401,3 +401,15 @@ def test_the_ap_functions_reject_what_they_cannot_score():
 def test_confidence_order_is_one_rule():
     order = confidence_order(np.array([0.5, float("nan"), -math.inf, 0.5, 2.0, float("nan")]))
     assert order.tolist() == [4, 0, 3, 2, 1, 5]
+
+
+def test_a_layout_without_attributes_scores_positions_alone():
+    layout = ObjectLayout(coords=slice(0, 3), attributes=(), presence=3, coord_scale=1.0)
+    target = torch.tensor([[[0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]]])
+    near = target + torch.tensor([0.01, 0.0, 0.0, 0.0])  # every object within 0.125 of its target
+    aps = set_average_precision(near, target, layout, thresholds=(0.125,))
+    assert aps[0.125] == pytest.approx(1.0)
+    assert _image_average_precision(near, target, layout, (0.125,))[0.125] == pytest.approx(1.0)
+    far = target + torch.tensor([0.5, 0.0, 0.0, 0.0])
+    assert set_average_precision(far, target, layout, thresholds=(0.125,))[0.125] == pytest.approx(0.0)
+    assert attribute_accuracy(near, target, layout) == {"count": 1.0, "all": 1.0}

@@ -197,3 +197,14 @@ def test_copy_first_occurrences_rejects_a_mismatched_index_and_a_tensor_that_nee
         copy_first_occurrences_(h, duplicates.float())
     with pytest.raises(ValueError, match="must not require grad"):
         copy_first_occurrences_(h.requires_grad_(), duplicates)
+
+
+def test_an_empty_set_has_empty_ranks_lookups_and_duplicates():
+    from idspn.ranking import duplicate_index
+
+    x = torch.zeros(2, 0, 3)
+    table = torch.zeros(1, 0, 3, requires_grad=True)
+    ranks = descending_ranks(x)
+    assert ranks.shape == (2, 0, 3) and ranks.dtype == torch.long
+    assert lookup_by_rank(x, table).shape == (2, 0, 3)
+    assert duplicate_index(x).shape == (2, 0) and duplicate_index(x).dtype == torch.long

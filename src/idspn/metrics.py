@@ -62,7 +62,7 @@ class ObjectLayout:
     Attributes:
         coords: Slice of the continuous coordinates.
         attributes: One slice per discrete attribute group; each group is a one-hot (targets) or
-            a vector of scores (predictions) decoded by argmax.
+            a vector of scores (predictions) decoded by argmax. Empty: positions alone decide a match.
         presence: Index of the presence flag (targets, 1 = real object) or the presence
             confidence (predictions, used for ranking).
         coord_scale: Factor that maps stored coordinates back to the original units in which the
@@ -154,7 +154,9 @@ def _check_sets(pred: Tensor, target: Tensor, layout: ObjectLayout) -> None:
 
 
 def _decode_attributes(x: Tensor, layout: ObjectLayout) -> Tensor:
-    """Argmax of every attribute group: ``(B, N, D) -> (B, N, G)``."""
+    """Argmax of every attribute group: ``(B, N, D) -> (B, N, G)`` (G = 0: positions alone count)."""
+    if not layout.attributes:
+        return torch.zeros((*x.shape[:-1], 0), dtype=torch.long, device=x.device)
     return torch.stack([x[..., a].argmax(dim=-1) for a in layout.attributes], dim=-1)
 
 

@@ -113,6 +113,8 @@ def duplicate_index(x: Tensor) -> Tensor:
     Returns:
         ``(B, N)`` long tensor.
     """
+    if x.shape[1] == 0:
+        return torch.empty(x.shape[:2], dtype=torch.long, device=x.device)  # an empty set repeats nothing
     prints = _row_fingerprints(x)  # (B, N)
     same = prints.unsqueeze(2) == prints.unsqueeze(1)  # (B, N, N): [b, n, m]
     candidate = same.to(torch.uint8).argmax(dim=2)  # (B, N): first m with the same fingerprint
@@ -318,6 +320,8 @@ def _as_sets(x: Tensor, dim: int) -> Tensor:
 
 def _ranks(keys: Tensor) -> Tensor:
     """Stable descending ranks along dim 1 of ``(B, N, L)``, by whichever way suits the context."""
+    if keys.shape[1] == 0:
+        return torch.empty(keys.shape, dtype=torch.long, device=keys.device)
     if keys.shape[1] <= _counting_max(keys):
         return _ranks_by_counting(keys) if torch.compiler.is_compiling() else _ranks_by_elements(keys)
     return _ranks_by_sorting(keys)
@@ -379,6 +383,8 @@ def lookup_by_rank(x: Tensor, table: Tensor, dim: int = 1) -> Tensor:
         )
     keys = _as_sets(x.detach(), dim)  # (B, N, L)
     full = _as_sets(table.expand(x.shape), dim)  # (B, N, L): the entry of rank r at position r
+    if n == 0:
+        return full.reshape(x.shape)  # nothing to look up
     lookup = _lookup_by_ranks if keys.shape[1] <= _counting_max(keys) else _lookup_by_sorting
     return lookup(keys, full).reshape(x.shape)
 
