@@ -66,3 +66,9 @@ def test_classify_rejects_bad_arguments():
         classify_equivariance(lambda x: x, trials=0)
     with pytest.raises(ValueError, match="output"):
         classify_equivariance(lambda x: x.sum(0), set_size=3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_classify_in_half_precision(dtype):
+    assert classify_equivariance(lambda x: x * 2, set_size=4, set_dim=3, dtype=dtype) is Equivariance.SET
+    assert classify_equivariance(lambda x: x.cumsum(0), set_size=4, set_dim=3, dtype=dtype) is Equivariance.NONE

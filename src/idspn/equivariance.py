@@ -121,7 +121,7 @@ def classify_equivariance(
         distinct = torch.randn(set_size, set_dim, generator=gen, dtype=dtype)
         paired = distinct[torch.arange(set_size) // 2 * 2]  # rows 2k and 2k+1 equal
         for x in (distinct, paired):
-            groups = _equal_groups(x.numpy())
+            groups = _equal_groups(x.double().numpy())  # exact for every float dtype, bf16 included
             out = call(x)
             perms = [rng.permutation(set_size) for _ in range(3)]
             perms += [np.roll(np.arange(set_size), 1)]
