@@ -98,6 +98,11 @@ def test_bad_arguments_raise():
         hungarian_loss(x, x, mask=torch.ones(2, 3))
     with pytest.raises(ValueError, match="together"):
         hungarian_loss(x, x, pred_groups=torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="mask must be a bool tensor .* got a list"):
+        hungarian_loss(x, x, mask=[[True] * 3] * 2)
+    groups = torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="pred_groups must be an integer tensor .* got a list"):
+        hungarian_loss(x, x, pred_groups=[[0] * 3] * 2, target_groups=groups)
 
 
 @pytest.mark.parametrize("padding", [float("inf"), -float("inf"), float("nan"), 1e20, -1e30])

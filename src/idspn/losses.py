@@ -78,6 +78,10 @@ def _resolve(pairwise: str | PairwiseLoss) -> PairwiseLoss:
     return PAIRWISE_LOSSES[pairwise]
 
 
+def _describe(x: object) -> str:
+    return f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else f"a {type(x).__name__}"
+
+
 def _check(
     pred: Tensor, target: Tensor, mask: Tensor | None, pred_groups: Tensor | None, target_groups: Tensor | None
 ) -> None:
@@ -96,17 +100,14 @@ def _check(
         )
     if pred.dtype != target.dtype:
         raise ValueError(f"pred and target must have the same dtype, got {pred.dtype} and {target.dtype}")
-    if mask is not None and (mask.dtype != torch.bool or mask.shape != pred.shape[:2]):
-        raise ValueError(
-            f"mask must be a bool tensor of shape (B, N)={tuple(pred.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}"
-        )
+    if mask is not None and (not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != pred.shape[:2]):
+        raise ValueError(f"mask must be a bool tensor of shape (B, N)={tuple(pred.shape[:2])}, got {_describe(mask)}")
     if (pred_groups is None) != (target_groups is None):
         raise ValueError("pred_groups and target_groups must be given together")
     for name, g in (("pred_groups", pred_groups), ("target_groups", target_groups)):
-        if g is not None and (g.shape != pred.shape[:2] or g.is_floating_point()):
+        if g is not None and (not isinstance(g, Tensor) or g.shape != pred.shape[:2] or g.is_floating_point()):
             raise ValueError(
-                f"{name} must be an integer tensor of shape (B, N)={tuple(pred.shape[:2])}, "
-                f"got {g.dtype} {tuple(g.shape)}"
+                f"{name} must be an integer tensor of shape (B, N)={tuple(pred.shape[:2])}, got {_describe(g)}"
             )
 
 
