@@ -245,7 +245,8 @@ class FSPool(nn.Module):
 
     def forward(self, h: Tensor, mask: Tensor | None = None, duplicates: Tensor | None = None) -> Tensor:
         """``(B, N, L) -> (B, L)``."""
-        return (_zero_padding(h, mask) * self.element_weights(h, mask, duplicates)).sum(1)
+        weights = self.element_weights(h, mask, duplicates)  # checks h and mask first
+        return (_zero_padding(h, mask) * weights).sum(1)
 
 
 class SumPool(nn.Module):
@@ -261,7 +262,8 @@ class SumPool(nn.Module):
         return mask.to(h.dtype).unsqueeze(-1)  # (B, N, 1)
 
     def forward(self, h: Tensor, mask: Tensor | None = None, duplicates: Tensor | None = None) -> Tensor:
-        return (_zero_padding(h, mask) * self.element_weights(h, mask, duplicates)).sum(1)
+        weights = self.element_weights(h, mask, duplicates)  # checks h and mask first
+        return (_zero_padding(h, mask) * weights).sum(1)
 
 
 class MeanPool(SumPool):
