@@ -527,3 +527,7 @@ def test_inputs_of_another_dtype_get_one_clear_error():
         dec(torch.randn(B, L, dtype=torch.float64), init_set=torch.randn(B, N, D))
     with pytest.raises(ValueError, match="compile"):
         IDSPN(FSEncoder(D, 8, L), N, D, compile="fast")
+    converted_encoder_only = IDSPN(FSEncoder(D, 8, L).double(), N, D, init="learned")  # the initial set stays float32
+    with pytest.raises(ValueError, match=r"learned initial set is torch.float32 .*decoder\.to\(torch.float64\)"):
+        converted_encoder_only(torch.randn(B, L, dtype=torch.float64))
+    assert converted_encoder_only.double()(torch.randn(B, L, dtype=torch.float64)).dtype == torch.float64

@@ -495,6 +495,12 @@ class IDSPN(nn.Module):
         parameter = next(self.encoder.parameters(), None)
         if parameter is not None and z.dtype != parameter.dtype and not torch.is_autocast_enabled(z.device.type):
             raise ValueError(f"z must have the decoder's dtype {parameter.dtype}, got {z.dtype}")
+        learned = self.init_set if self.init == "learned" and init_set is None else None
+        if learned is not None and learned.dtype != z.dtype and not torch.is_autocast_enabled(z.device.type):
+            raise ValueError(
+                f"the decoder's learned initial set is {learned.dtype} but z is {z.dtype}: convert the whole "
+                f"decoder (decoder.to({z.dtype})), not only its encoder"
+            )
         for name, x, dim in (("init_set", init_set, self.set_dim), ("fixed", fixed, self.fixed_dim)):
             if x is None:
                 continue
