@@ -68,22 +68,23 @@ def _minor_tick_label(value: float, position: int | None = None) -> str:
     return _tick_label(value) if mantissa in (2.0, 5.0) else ""
 
 
-def _positive(values: Sequence[float | None]) -> list[float]:
-    """The values that are set and above 0: what a log axis can show."""
-    return [v for v in values if v is not None and v > 0]
+def _positive(values: Sequence[float | None]) -> list[tuple[int, float]]:
+    """``(group, value)`` of the values that are set and above 0: what a log axis can show."""
+    return [(g, v) for g, v in enumerate(values) if v is not None and v > 0]
 
 
 def _bars(ax: Axes, groups: Sequence[str], series: Sequence[Series], ylabel: str, title: str) -> None:
     """Grouped bars on a log axis, one bar per series in every group."""
     width = 0.8 / max(1, len(series))
     for i, (label, color, alpha, values) in enumerate(series):
-        xs = [g + (i - (len(series) - 1) / 2) * width for g, v in enumerate(values) if v is not None and v > 0]
-        ys = _positive(values)
+        shown = _positive(values)
+        xs = [g + (i - (len(series) - 1) / 2) * width for g, _ in shown]
+        ys = [v for _, v in shown]
         ax.bar(xs, ys, width=width, color=color, alpha=alpha, edgecolor="black", linewidth=0.4, label=label)
     ax.set_yscale("log")
-    shown = [v for _, _, _, vs in series for v in _positive(vs)]
-    if shown:  # room below the lowest bar, so that it does not look empty on the log axis
-        low, high = min(shown) / 2.5, max(shown) * 1.4
+    heights = [v for _, _, _, vs in series for _, v in _positive(vs)]
+    if heights:  # room below the lowest bar, so that it does not look empty on the log axis
+        low, high = min(heights) / 2.5, max(heights) * 1.4
         ax.set_ylim(low, high)
         # plain "2e-2" labels (matplotlib's mathtext ones are slow to draw); the 2x and 5x ticks
         # are labelled too when the axis spans less than two decades
