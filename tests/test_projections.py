@@ -92,8 +92,9 @@ def test_minus_infinity_entries_project_to_zero(compile):
 
 
 def test_the_sorted_support_is_never_empty_whatever_the_rounding():
-    from idspn.projections import _support_by_sorting
+    from idspn.projections import _threshold_by_sorting
 
-    # float32 rounds 1e8 - 1 to 1e8: compared with that threshold, no entry would be above it
+    # float32 rounds 1e8 - 1 to 1e8: compared with that threshold, no entry would be above it, and
+    # a support of size 0 would index the sum of "the 0 largest" at -1 (the last entry)
     x = torch.tensor([[1e8, 0.0], [0.3, 0.1]])
-    torch.testing.assert_close(_support_by_sorting(x), torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
+    torch.testing.assert_close(_threshold_by_sorting(x), torch.tensor([[1e8 - 1], [(0.4 - 1) / 2]]))

@@ -12,19 +12,22 @@ __all__ = ["project_simplex", "PAIRWISE_MAX"]
 PAIRWISE_MAX = 128  # under torch.compile: longest vector whose threshold is found by pairwise sums
 
 
-def _support_by_sorting(x: Tensor) -> Tensor:
-    """``(..., K)`` 0/1 mask of the entries above the simplex threshold (Duchi et al., 2008), by sorting.
+def _threshold_by_sorting(x: Tensor) -> Tensor:
+    """``(..., 1)`` simplex threshold ``theta`` (Duchi et al., 2008), by sorting.
 
-    The support is the ``size`` largest entries, never empty: taken by value rank, not by comparing
-    ``x`` with a threshold that rounding can lift above the largest entry.
+    ``theta = (sum of the k largest entries - 1) / k`` for the support size ``k``, the largest with
+    ``x_(k) > theta``; ties with the k-th entry are always inside it. Differentiable in ``x`` (the
+    sorted values are a gather of ``x``); the support size is not, and is taken at least 1, so that
+    rounding (a threshold lifted above the largest entry) never leaves an empty support.
     """
-    desc = sort_descending(x)
-    cumsum = desc.cumsum(-1) - 1
-    ranks = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=x.dtype)
-    # Support size, at least 1 in exact arithmetic; 0 only where NaN, inf or huge values (cumsum
-    # rounding) break it, which must reach the decoder's finiteness check, not a bad index.
-    size = (desc * ranks > cumsum).sum(-1, keepdim=True).clamp(min=1)
-    return (x >= desc.gather(-1, size - 1)).to(x.dtype)
+    desc = sort_descending(x)  # (..., K)
+    cumsum = desc.cumsum(-1)  # (..., K): sum of the k largest
+    with torch.no_grad():
+        ranks = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=x.dtype)
+        # Support size, at least 1 in exact arithmetic; 0 only where NaN, inf or huge values (cumsum
+        # rounding) break it, which must reach the decoder's finiteness check, not a bad index.
+        size = (desc * ranks > cumsum - 1).sum(-1, keepdim=True).clamp(min=1)  # (..., 1)
+    return (cumsum.gather(-1, size - 1) - 1) / size
 
 
 def _support_by_pairs(x: Tensor) -> Tensor:
@@ -41,9 +44,10 @@ def project_simplex(x: Tensor) -> Tensor:
     """Euclidean projection of every vector along the last dim onto the probability simplex.
 
     The projection is ``max(x - theta, 0)`` with ``theta`` chosen so that every vector sums to 1.
-    ``theta`` is computed from the support ``x > theta`` (found without gradient, by a sort, or by
-    pairwise sums under ``torch.compile``) with differentiable ops, so the result is differentiable
-    almost everywhere (unrolled DSPN, Eq. 10).
+    ``theta`` is the mean of the support ``x > theta`` less ``1 / |support|``: from the running sums
+    of the sorted entries (one sort, no mask), or under ``torch.compile`` (up to ``PAIRWISE_MAX``
+    entries) from the support found by pairwise sums. Only the support is taken without gradient, so the result is
+    differentiable almost everywhere (unrolled DSPN, Eq. 10).
 
     Args:
         x: ``(..., K)`` floating tensor.
@@ -61,15 +65,17 @@ def project_simplex(x: Tensor) -> Tensor:
         raise ValueError("x must be a floating tensor with a non-empty last dim")
     if x.element_size() < 4:  # half precision cannot hold x - theta near large entries: float32 inside
         return project_simplex(x.float()).to(x.dtype)
-    # Masks are 0/1 floats, not bools: a compiled training step saves them for the backward pass,
-    # and they are written for inductor's CPU kernels, which vectorise float arithmetic.
     compiling = torch.compiler.is_compiling()
-    with torch.no_grad():
-        pairwise = compiling and x.shape[-1] <= PAIRWISE_MAX
-        support = (_support_by_pairs if pairwise else _support_by_sorting)(x.detach())
-    count = support.sum(-1, keepdim=True).clamp(min=1)
-    kept = torch.where(support > 0, x, 0.0)  # not x * support: -inf * 0 would be NaN
-    theta = (kept.sum(-1, keepdim=True) - 1) / count  # (..., 1)
+    if compiling and x.shape[-1] <= PAIRWISE_MAX:
+        # Masks are 0/1 floats, not bools: a compiled training step saves them for the backward
+        # pass, and they are written for inductor's CPU kernels, which vectorise float arithmetic.
+        with torch.no_grad():
+            support = _support_by_pairs(x.detach())
+        count = support.sum(-1, keepdim=True).clamp(min=1)
+        kept = torch.where(support > 0, x, 0.0)  # not x * support: -inf * 0 would be NaN
+        theta = (kept.sum(-1, keepdim=True) - 1) / count  # (..., 1)
+    else:
+        theta = _threshold_by_sorting(x)  # (..., 1)
     shifted = x - theta
     if not compiling:
         return shifted.clamp(min=0)
