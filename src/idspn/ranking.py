@@ -87,7 +87,7 @@ def _row_fingerprints(x: Tensor) -> Tensor:
     ``-0.0`` is first turned into ``+0.0`` so that rows equal in value are equal in bits.
     """
     x = x.detach()
-    x = torch.where(x == 0, torch.zeros_like(x), x)  # -0.0 -> +0.0 (``x + 0.0`` would be simplified away)
+    x = torch.where(x == 0, 0.0, x)  # -0.0 -> +0.0 (``x + 0.0`` would be simplified away)
     words = x.view(_WORD[x.element_size()]).to(torch.int64)  # (B, N, W)
     width = words.shape[-1]
     bits = 62 - 8 * min(x.element_size(), 4) - max(width - 1, 1).bit_length()  # no int64 overflow
@@ -95,7 +95,7 @@ def _row_fingerprints(x: Tensor) -> Tensor:
         raise ValueError(f"rows of {width} words are too wide to fingerprint; got shape {tuple(x.shape)}")
     index = torch.arange(width, device=x.device, dtype=torch.int64)
     multipliers = ((index + 1) * 0x9E3779B1 & ((1 << bits) - 1)) | 1  # odd, spread; no overflow
-    return (words * multipliers).sum(-1)  # (B, N)
+    return words.mul_(multipliers).sum(-1)  # (B, N)
 
 
 def duplicate_index(x: Tensor) -> Tensor:
@@ -118,9 +118,11 @@ def duplicate_index(x: Tensor) -> Tensor:
     prints = _row_fingerprints(x)  # (B, N)
     same = prints.unsqueeze(2) == prints.unsqueeze(1)  # (B, N, N): [b, n, m]
     candidate = same.to(torch.uint8).argmax(dim=2)  # (B, N): first m with the same fingerprint
-    rows = x.detach().gather(1, candidate.unsqueeze(-1).expand_as(x))  # (B, N, D)
-    confirmed = (rows == x.detach()).all(dim=-1)  # (B, N)
-    positions = torch.arange(x.shape[1], device=x.device).expand_as(candidate)
+    b, n, _ = x.shape
+    x = x.detach()
+    rows = x.flatten(0, 1).index_select(0, (candidate + n * torch.arange(b, device=x.device).unsqueeze(1)).flatten())
+    confirmed = (rows.view_as(x) == x).all(dim=-1)  # (B, N): the candidate row equals the row
+    positions = torch.arange(n, device=x.device).expand_as(candidate)
     return torch.where(confirmed, candidate, positions)
 
 
@@ -408,4 +410,6 @@ def _lookup_by_ranks(keys: Tensor, full: Tensor) -> Tensor:
 def _lookup_by_sorting(keys: Tensor, full: Tensor) -> Tensor:
     """``_lookup_by_ranks`` without the ranks: the sort's order carries every entry to its element."""
     order = _order_by_sorting(keys)  # (B, L, N)
-    return torch.zeros_like(order, dtype=full.dtype).scatter(2, order, full.transpose(1, 2)).transpose(1, 2)
+    out = torch.empty_like(keys, dtype=full.dtype)  # (B, N, L): every entry written, the order is a permutation
+    out.transpose(1, 2).scatter_(2, order, full.transpose(1, 2))
+    return out
