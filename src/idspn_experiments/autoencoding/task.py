@@ -55,4 +55,5 @@ AUTOENCODING: Experiment[AutoencodingConfig] = Experiment(
     loss=autoencoding_loss,
     eval_step=autoencoding_eval_step,
     description="random multiset autoencoding (Section 4.2, Tables 5 and 6)",
+    metrics=("loss",),
 )

@@ -225,4 +225,11 @@ CLEVR: Experiment[ClevrConfig] = Experiment(
     inner_steps=inner_steps,
     figure=predictions_figure,
     description="CLEVR object property prediction (Section 4.3, Tables 3 and 7)",
+    metrics=(
+        *AP_METRICS,
+        *IMAGE_AP_METRICS,
+        *(f"first_{name}" for name in IMAGE_AP_METRICS),
+        *ACCURACY_METRICS,
+        "loss",
+    ),
 )

@@ -546,6 +546,11 @@ def _fit(
         raise ValueError(
             f"train.batch_size={t.batch_size} must be divisible by the number of processes {ctx.world_size}"
         )
+    if t.select_metric is not None and experiment.metrics and t.select_metric not in experiment.metrics:
+        raise ValueError(
+            f"config key 'train.select_metric': {t.select_metric!r} is not among the validation metrics of "
+            f"{experiment.name!r}: {sorted(experiment.metrics)}"
+        )
     cfg_dict = config_to_dict(cfg)
     say = notify if ctx.is_main else lambda message: None  # one notice per run, not per process
     log = _MetricLog(run_dir, enabled=ctx.is_main, notify=say)

@@ -110,4 +110,5 @@ NUMBERING: Experiment[NumberingConfig] = Experiment(
     loss=numbering_loss,
     eval_step=numbering_eval_step,
     description="class-specific numbering (Section 4.1, Tables 2 and 4)",
+    metrics=("accuracy", "element_accuracy", "loss"),
 )

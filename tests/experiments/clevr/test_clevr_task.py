@@ -105,6 +105,7 @@ def test_a_perfect_prediction_has_zero_loss_in_every_range_and_full_ap(smoke_cle
         metrics = clevr_summarize(outputs, cfg)
         assert ACCURACY_METRICS == ("acc_count", "acc_material", "acc_color", "acc_shape", "acc_size", "acc_all")
         assert set(metrics) == {*AP_METRICS, *IMAGE_AP_METRICS, *FIRST_IMAGE_AP_METRICS, "loss", *ACCURACY_METRICS}
+        assert set(metrics) == set(CLEVR.metrics)  # what a misspelled train.select_metric is checked against
         assert all(metrics[m] == pytest.approx(1.0) for m in (*AP_METRICS, *IMAGE_AP_METRICS, *ACCURACY_METRICS))
         assert metrics["loss"] == pytest.approx(0, abs=1e-9)
 

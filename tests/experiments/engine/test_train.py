@@ -213,6 +213,32 @@ def test_an_empty_select_metric_is_refused_before_training(tmp_path):
     assert not (tmp_path / "metrics.jsonl").exists()
 
 
+def test_a_misspelled_select_metric_is_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match=r"'train\.select_metric': 'acuracy' is not among .*'element_accuracy'"):
+        fit(NUMBERING, _cfg(*_SHORT, "train.select_metric=acuracy"), tmp_path, progress=False)
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_an_experiment_without_declared_metrics_checks_the_select_metric_at_the_first_validation(tmp_path):
+    import dataclasses
+
+    undeclared = dataclasses.replace(NUMBERING, metrics=())
+    with pytest.raises(ValueError, match=r"'acuracy' is not among the validation metrics \['accuracy'"):
+        fit(undeclared, _cfg(*_SHORT, "train.select_metric=acuracy"), tmp_path, progress=False)
+    assert [split for _, split in _splits(tmp_path)][-1] == "val"  # it trained up to the validation
+
+
+@pytest.mark.parametrize("name", ["numbering", "autoencoding"])
+def test_the_declared_metrics_are_the_ones_a_validation_returns(name):
+    from idspn_experiments.registry import get_experiment
+
+    experiment = get_experiment(name)
+    cfg = load_config(experiment.config_type, f"{name}-smoke")
+    data = experiment.build_data(cfg, False)
+    split = data.val if data.val is not None else data.test  # the same metrics on either split
+    assert set(evaluate(experiment, experiment.build_model(cfg), split, cfg)) == set(experiment.metrics)
+
+
 def test_a_selection_metric_that_is_always_nan_reports_the_last_validation(tmp_path):
     import dataclasses
 
