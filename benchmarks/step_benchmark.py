@@ -10,7 +10,9 @@ the paper's CPU-sized experiments (batch 128):
 
 ``approx`` and ``cg`` use Nesterov momentum 0.9 (iDSPN), ``unroll`` momentum 0 (DSPN), as in the
 paper; numbering clips iDSPN's inner gradient at norm 40; ``cg`` cannot be combined with a projection
-and is skipped for numbering. A configuration is named ``task/backward/iters``.
+and is skipped for numbering. A configuration is named ``task/backward/iters``. ``eval`` (not run by
+default: ``--backwards eval``) times an evaluation step of the iDSPN model instead, encoder and
+decoder forward without grad: the inner loop alone, with none of a training step's other work.
 
 Implementations run in worker processes that speak one line protocol (JSON per line on stdin and
 stdout: ``{"op": "setup", "config": ...}``, ``{"op": "time", "config": ..., "steps": k}`` answered
@@ -56,7 +58,8 @@ import torch.nn.functional as F
 
 BATCH = 128
 TASKS = ("autoencoding", "numbering")
-BACKWARDS = ("approx", "cg", "unroll")
+BACKWARDS = ("approx", "cg", "unroll")  # run by default
+MODES = (*BACKWARDS, "eval")  # eval: a no-grad forward of the iDSPN model
 
 
 # --- the models -----------------------------------------------------------------------------------
@@ -87,6 +90,7 @@ def autoencoding(backward: str, iters: int, device: torch.device, impl: str = "e
     set_encoder = FSEncoder(d, width, width, set_size=n).to(device)
     inner = FSEncoder(d, width, width, set_size=n)
     momentum = 0.0 if backward == "unroll" else 0.9
+    evaluation, backward = backward == "eval", "approx" if backward == "eval" else backward
     decoder = IDSPN(
         inner,
         n,
@@ -102,6 +106,10 @@ def autoencoding(backward: str, iters: int, device: torch.device, impl: str = "e
     x = torch.randn(BATCH, n, d, device=device)
 
     def step() -> None:
+        if evaluation:
+            with torch.no_grad():
+                decoder(set_encoder(x))
+            return
         loss = hungarian_loss(decoder(set_encoder(x)), x, "huber")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -118,6 +126,7 @@ def numbering(backward: str, iters: int, device: torch.device, impl: str = "eage
     torch.manual_seed(0)
     inner = FSEncoder(classes + n, hidden, hidden, set_size=n)
     idspn = backward != "unroll"
+    evaluation, backward = backward == "eval", "approx" if backward == "eval" else backward
     decoder = IDSPN(
         inner,
         n,
@@ -142,6 +151,10 @@ def numbering(backward: str, iters: int, device: torch.device, impl: str = "eage
     target = F.one_hot(ids, n).float()  # (B, N, N) per-class incremental IDs
 
     def step() -> None:
+        if evaluation:
+            with torch.no_grad():
+                decoder(input_encoder(x), fixed=x)
+            return
         pred = decoder(input_encoder(x), fixed=x)
         loss = hungarian_loss(pred, target, "mse", pred_groups=labels, target_groups=labels)
         opt.zero_grad(set_to_none=True)
@@ -160,9 +173,9 @@ BUILDERS = {"autoencoding": autoencoding, "numbering": numbering}
 
 def build(config: str, device: torch.device, impl: str) -> Setup:
     task, backward, iters = config.split("/")
-    if task not in BUILDERS or backward not in BACKWARDS:
+    if task not in BUILDERS or backward not in MODES:
         raise ValueError(
-            f"config must be task/backward/iters with task in {TASKS} and backward in {BACKWARDS}, got {config!r}"
+            f"config must be task/backward/iters with task in {TASKS} and backward in {MODES}, got {config!r}"
         )
     return BUILDERS[task](backward, int(iters), device, impl)
 
@@ -407,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads of every worker")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--iters", type=int, nargs="+", default=[10, 20, 40])
-    parser.add_argument("--backwards", nargs="+", default=list(BACKWARDS), choices=BACKWARDS)
+    parser.add_argument("--backwards", nargs="+", default=list(BACKWARDS), choices=MODES)
     parser.add_argument(
         "--impls",
         nargs="+",
