@@ -72,6 +72,23 @@ def test_lookup_by_rank_gathers_the_table_and_is_differentiable_in_it(n, sort_ba
     assert torch.allclose(g, r)
 
 
+@pytest.mark.parametrize("n", [5, 40])
+@pytest.mark.parametrize("batched", ["keys", "table", "both"])
+def test_lookup_by_rank_under_vmap_over_the_keys_the_table_or_both(n, batched, sort_backend):
+    x = _with_ties((4, 3, n, 2))  # 4 vmapped calls on (3, n, 2) keys
+    tables = torch.randn(4, 1, n, 2)
+    expected = torch.stack([lookup_by_rank(x[i], tables[i]) for i in range(4)])
+    if batched == "keys":
+        got = torch.func.vmap(lambda k: lookup_by_rank(k, tables[0]))(x)
+        expected = torch.stack([lookup_by_rank(x[i], tables[0]) for i in range(4)])
+    elif batched == "table":  # e.g. vmap over an ensemble of FSPool weights
+        got = torch.func.vmap(lambda t: lookup_by_rank(x[0], t))(tables)
+        expected = torch.stack([lookup_by_rank(x[0], tables[i]) for i in range(4)])
+    else:
+        got = torch.func.vmap(lookup_by_rank)(x, tables)
+    assert torch.equal(got, expected)
+
+
 @pytest.mark.parametrize("n", [5, 8, 9, 40])  # a one-hot sum up to ONE_HOT_MAX_COMPILED, then a gather
 def test_compiled_lookup_by_rank_equals_the_gather_and_its_gradient(n):
     x = _with_ties((3, n, 4))

@@ -330,10 +330,15 @@ def _ranks(keys: Tensor) -> Tensor:
 
 
 def _ranks_by_sorting(keys: Tensor) -> Tensor:
-    """Stable descending ranks along dim 1 of ``(B, N, L)``: the inverse of the sort's order."""
+    """Stable descending ranks along dim 1 of ``(B, N, L)``: the inverse of the sort's order.
+
+    The order is a permutation of every row, so the scatter writes every entry of an uninitialised
+    tensor (no zero fill, no copy of it); that tensor derives from ``keys``, so ``vmap`` batches it
+    wherever the keys are.
+    """
     order = _order_by_sorting(keys)  # (B, L, N)
     positions = torch.arange(keys.shape[1], device=keys.device).expand_as(order)
-    return torch.zeros_like(order).scatter(2, order, positions).transpose(1, 2)  # (B, N, L)
+    return torch.empty_like(order).scatter_(2, order, positions).transpose(1, 2)  # (B, N, L)
 
 
 def descending_ranks(x: Tensor, dim: int = 1) -> Tensor:
@@ -387,12 +392,12 @@ def lookup_by_rank(x: Tensor, table: Tensor, dim: int = 1) -> Tensor:
     full = _as_sets(table.expand(x.shape), dim)  # (B, N, L): the entry of rank r at position r
     if n == 0:
         return full.reshape(x.shape)  # nothing to look up
-    lookup = _lookup_by_ranks if keys.shape[1] <= _counting_max(keys) else _lookup_by_sorting
-    return lookup(keys, full).reshape(x.shape)
+    return _lookup_by_ranks(keys, full).reshape(x.shape)
 
 
 def _lookup_by_ranks(keys: Tensor, full: Tensor) -> Tensor:
-    """``(B, N, L)``: each element's entry of ``full`` at its counted rank.
+    """``(B, N, L)``: each element's entry of ``full`` at its rank, by a gather (out of place, so
+    ``vmap`` may batch the keys, the table or both).
 
     Compiled on CPU, for a table that needs a gradient and a set of at most
     ``ONE_HOT_MAX_COMPILED`` elements, the entry is picked by a sum over the ranks with one
@@ -405,11 +410,3 @@ def _lookup_by_ranks(keys: Tensor, full: Tensor) -> Tensor:
         hit = ranks.unsqueeze(2) == torch.arange(n, device=keys.device).view(1, 1, n, 1)  # (B, N, R, L)
         return torch.where(hit, full.unsqueeze(1), 0.0).sum(2)
     return full.gather(1, ranks)
-
-
-def _lookup_by_sorting(keys: Tensor, full: Tensor) -> Tensor:
-    """``_lookup_by_ranks`` without the ranks: the sort's order carries every entry to its element."""
-    order = _order_by_sorting(keys)  # (B, L, N)
-    out = torch.empty_like(keys, dtype=full.dtype)  # (B, N, L): every entry written, the order is a permutation
-    out.transpose(1, 2).scatter_(2, order, full.transpose(1, 2))
-    return out
