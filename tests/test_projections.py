@@ -98,3 +98,17 @@ def test_the_sorted_support_is_never_empty_whatever_the_rounding():
     # a support of size 0 would index the sum of "the 0 largest" at -1 (the last entry)
     x = torch.tensor([[1e8, 0.0], [0.3, 0.1]])
     torch.testing.assert_close(_threshold_by_sorting(x), torch.tensor([[1e8 - 1], [(0.4 - 1) / 2]]))
+
+
+def test_equal_entries_stay_together_in_the_support_whatever_the_rounding():
+    # float32 rounding of the running sums puts the support boundary between equal entries here:
+    # the 6th of 8 sorted entries ties with the 7th and 8th. All three must be in or out together,
+    # so that swapping two equal inputs swaps their outputs' gradients and changes no other's.
+    x = torch.tensor([-1074.1155, -1073.3068, -1074.0677, -1074.0677, -1074.0677, -1074.1155, -1074.1155, -1074.0677])
+    jac = torch.autograd.functional.jacobian(project_simplex, x)  # (K, K): [output, input]
+    k = len(x)
+    for i in range(k):
+        for j in range(k):
+            if i != j and x[i] == x[j]:
+                others = [m for m in range(k) if m not in (i, j)]
+                assert torch.equal(jac[others, i], jac[others, j]), (i, j)

@@ -16,9 +16,11 @@ def _threshold_by_sorting(x: Tensor) -> Tensor:
     """``(..., 1)`` simplex threshold ``theta`` (Duchi et al., 2008), by sorting.
 
     ``theta = (sum of the k largest entries - 1) / k`` for the support size ``k``, the largest with
-    ``x_(k) > theta``; ties with the k-th entry are always inside it. Differentiable in ``x`` (the
-    sorted values are a gather of ``x``); the support size is not, and is taken at least 1, so that
-    rounding (a threshold lifted above the largest entry) never leaves an empty support.
+    ``x_(k) > theta``. Differentiable in ``x`` (the sorted values are a gather of ``x``); the
+    support is not. It is taken at least 1, so that rounding (a threshold lifted above the largest
+    entry) never leaves it empty, and it holds every entry equal to its smallest one: in exact
+    arithmetic ties are always inside together, and rounding must not split them, or equal
+    entries would get different gradients.
     """
     desc = sort_descending(x)  # (..., K)
     cumsum = desc.cumsum(-1)  # (..., K): sum of the k largest
@@ -27,6 +29,7 @@ def _threshold_by_sorting(x: Tensor) -> Tensor:
         # Support size, at least 1 in exact arithmetic; 0 only where NaN, inf or huge values (cumsum
         # rounding) break it, which must reach the decoder's finiteness check, not a bad index.
         size = (desc * ranks > cumsum - 1).sum(-1, keepdim=True).clamp(min=1)  # (..., 1)
+        size = (desc >= desc.gather(-1, size - 1)).sum(-1, keepdim=True).clamp(min=1)  # with all its ties
     return (cumsum.gather(-1, size - 1) - 1) / size
 
 
