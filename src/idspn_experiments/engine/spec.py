@@ -106,6 +106,7 @@ class Experiment(Generic[C]):
     # TensorBoard at each validation when train.tensorboard is on; None: no picture
     figure: Callable[[nn.Module, DataSplits, C], Any] | None = None
     description: str = ""  # one line for `idspn list`
-    # names of the validation metrics ``summarize`` returns, so that a misspelled
-    # train.select_metric is refused before training; empty: unknown, checked at the first validation
+    # names of the validation metrics ``summarize`` returns, so that a misspelled train.select_metric
+    # is refused before training (when there is a validation split to select on); empty: unknown,
+    # checked at the first validation
     metrics: tuple[str, ...] = ()

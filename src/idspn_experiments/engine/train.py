@@ -546,17 +546,18 @@ def _fit(
         raise ValueError(
             f"train.batch_size={t.batch_size} must be divisible by the number of processes {ctx.world_size}"
         )
-    if t.select_metric is not None and experiment.metrics and t.select_metric not in experiment.metrics:
-        raise ValueError(
-            f"config key 'train.select_metric': {t.select_metric!r} is not among the validation metrics of "
-            f"{experiment.name!r}: {sorted(experiment.metrics)}"
-        )
     cfg_dict = config_to_dict(cfg)
     say = notify if ctx.is_main else lambda message: None  # one notice per run, not per process
     log = _MetricLog(run_dir, enabled=ctx.is_main, notify=say)
 
     seed_everything(cfg.seed, _DATA_STREAM)
     data: DataSplits = experiment.build_data(cfg, progress and ctx.is_main)
+    select = t.select_metric if data.val is not None else None  # without a validation split: the last model
+    if select is not None and experiment.metrics and select not in experiment.metrics:
+        raise ValueError(
+            f"config key 'train.select_metric': {select!r} is not among the validation metrics of "
+            f"{experiment.name!r}: {sorted(experiment.metrics)}"
+        )
     for name in ("val", "test"):
         split = getattr(data, name)
         if split is not None and len(split) < ctx.world_size:
@@ -653,7 +654,6 @@ def _fit(
                     },
                 )
 
-        select = t.select_metric if data.val is not None else None
         size = len(data.train)  # type: ignore[arg-type]  # DataSplits checks that every split is Sized
         sampler = StepBatchSampler(size, t.batch_size, cfg.seed, step, t.steps, ctx.rank, ctx.world_size)
         loader = DataLoader(

@@ -219,6 +219,15 @@ def test_a_misspelled_select_metric_is_refused_before_training(tmp_path):
     assert not (tmp_path / "metrics.jsonl").exists()
 
 
+def test_a_select_metric_without_a_validation_split_is_ignored_as_before(tmp_path):
+    from idspn_experiments.autoencoding.config import AutoencodingConfig
+    from idspn_experiments.autoencoding.task import AUTOENCODING
+
+    cfg = load_config(AutoencodingConfig, "autoencoding-smoke", ["train.select_metric=accuracy"])
+    assert AUTOENCODING.build_data(cfg, False).val is None and "accuracy" not in AUTOENCODING.metrics
+    assert fit(AUTOENCODING, cfg, tmp_path, progress=False).steps == cfg.train.steps  # the last model
+
+
 def test_an_experiment_without_declared_metrics_checks_the_select_metric_at_the_first_validation(tmp_path):
     import dataclasses
 
