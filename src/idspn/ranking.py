@@ -332,13 +332,11 @@ def _ranks(keys: Tensor) -> Tensor:
 def _ranks_by_sorting(keys: Tensor) -> Tensor:
     """Stable descending ranks along dim 1 of ``(B, N, L)``: the inverse of the sort's order.
 
-    The order is a permutation of every row, so the scatter writes every entry of an uninitialised
-    tensor (no zero fill, no copy of it); that tensor derives from ``keys``, so ``vmap`` batches it
-    wherever the keys are.
+    An out-of-place scatter, which ``vmap`` batches (it has no batching rule for ``scatter_``).
     """
     order = _order_by_sorting(keys)  # (B, L, N)
     positions = torch.arange(keys.shape[1], device=keys.device).expand_as(order)
-    return torch.empty_like(order).scatter_(2, order, positions).transpose(1, 2)  # (B, N, L)
+    return torch.zeros_like(order).scatter(2, order, positions).transpose(1, 2)  # (B, N, L)
 
 
 def descending_ranks(x: Tensor, dim: int = 1) -> Tensor:
