@@ -98,6 +98,14 @@ def _row_fingerprints(x: Tensor) -> Tensor:
     return words.mul_(multipliers).sum(-1)  # (B, N)
 
 
+def _rows_at(x: Tensor, index: Tensor) -> Tensor:
+    """``(B, N, D)``: row ``index[b, n]`` of set ``b`` at ``[b, n]``, as whole rows (faster than an
+    elementwise gather)."""
+    b, n, _ = x.shape
+    rows = (index + n * torch.arange(b, device=x.device).unsqueeze(1)).flatten()  # (B * N,) into (B * N, D)
+    return x.flatten(0, 1).index_select(0, rows).view_as(x)
+
+
 def duplicate_index(x: Tensor) -> Tensor:
     """Position of the first row equal to each row, within its set.
 
@@ -118,11 +126,9 @@ def duplicate_index(x: Tensor) -> Tensor:
     prints = _row_fingerprints(x)  # (B, N)
     same = prints.unsqueeze(2) == prints.unsqueeze(1)  # (B, N, N): [b, n, m]
     candidate = same.to(torch.uint8).argmax(dim=2)  # (B, N): first m with the same fingerprint
-    b, n, _ = x.shape
     x = x.detach()
-    rows = x.flatten(0, 1).index_select(0, (candidate + n * torch.arange(b, device=x.device).unsqueeze(1)).flatten())
-    confirmed = (rows.view_as(x) == x).all(dim=-1)  # (B, N): the candidate row equals the row
-    positions = torch.arange(n, device=x.device).expand_as(candidate)
+    confirmed = (_rows_at(x, candidate) == x).all(dim=-1)  # (B, N): the candidate row equals the row
+    positions = torch.arange(x.shape[1], device=x.device).expand_as(candidate)
     return torch.where(confirmed, candidate, positions)
 
 
@@ -146,9 +152,7 @@ def canonical_keys(h: Tensor, duplicates: Tensor | None) -> Tensor:
         # non-zero term per key (exact in any order of summation); inductor writes it out first.
         select = duplicates.unsqueeze(-1) == torch.arange(h.shape[1], device=h.device)  # (B, N, M)
         return torch.where(select.unsqueeze(-1), h.unsqueeze(1), 0.0).sum(2)  # (B, N, L)
-    b, n, _ = h.shape
-    rows = (duplicates + n * torch.arange(b, device=h.device).unsqueeze(1)).flatten()  # (B * N,) into (B * N, L)
-    return h.flatten(0, 1).index_select(0, rows).view_as(h)  # whole rows: faster than an elementwise gather
+    return _rows_at(h, duplicates)
 
 
 def _check_copy_arguments(h: Tensor, duplicates: Tensor) -> None:
