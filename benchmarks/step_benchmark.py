@@ -70,6 +70,7 @@ class Setup:
     """One model, one batch and a closure running one full training step."""
 
     step: Callable[[], None]
+    forward: Callable[[], Any]  # the model's forward on the batch, which ``step`` trains through
     decoder: Any  # idspn.IDSPN
     inner_shapes: list[tuple[int, int, int]]  # (rows, in, out) of each inner-step matmul
 
@@ -90,7 +91,6 @@ def autoencoding(backward: str, iters: int, device: torch.device, impl: str = "e
     set_encoder = FSEncoder(d, width, width, set_size=n).to(device)
     inner = FSEncoder(d, width, width, set_size=n)
     momentum = 0.0 if backward == "unroll" else 0.9
-    evaluation, backward = backward == "eval", "approx" if backward == "eval" else backward
     decoder = IDSPN(
         inner,
         n,
@@ -105,18 +105,18 @@ def autoencoding(backward: str, iters: int, device: torch.device, impl: str = "e
     opt = torch.optim.Adam(list(set_encoder.parameters()) + list(decoder.parameters()), lr=1e-3)
     x = torch.randn(BATCH, n, d, device=device)
 
+    def forward() -> Any:
+        return decoder(set_encoder(x))
+
     def step() -> None:
-        if evaluation:
-            with torch.no_grad():
-                decoder(set_encoder(x))
-            return
-        loss = hungarian_loss(decoder(set_encoder(x)), x, "huber")
+        loss = hungarian_loss(forward(), x, "huber")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
     rows = BATCH * n
-    return Setup(step, decoder, [(rows, d, width), (rows, width, width), (rows, width, width), (rows, width, d)])
+    shapes = [(rows, d, width), (rows, width, width), (rows, width, width), (rows, width, d)]
+    return Setup(step, forward, decoder, shapes)
 
 
 def numbering(backward: str, iters: int, device: torch.device, impl: str = "eager") -> Setup:
@@ -126,7 +126,6 @@ def numbering(backward: str, iters: int, device: torch.device, impl: str = "eage
     torch.manual_seed(0)
     inner = FSEncoder(classes + n, hidden, hidden, set_size=n)
     idspn = backward != "unroll"
-    evaluation, backward = backward == "eval", "approx" if backward == "eval" else backward
     decoder = IDSPN(
         inner,
         n,
@@ -150,12 +149,11 @@ def numbering(backward: str, iters: int, device: torch.device, impl: str = "eage
     ids = torch.empty_like(labels).scatter_(1, order, torch.arange(n, device=device).expand(BATCH, n) - first)
     target = F.one_hot(ids, n).float()  # (B, N, N) per-class incremental IDs
 
+    def forward() -> Any:
+        return decoder(input_encoder(x), fixed=x)
+
     def step() -> None:
-        if evaluation:
-            with torch.no_grad():
-                decoder(input_encoder(x), fixed=x)
-            return
-        pred = decoder(input_encoder(x), fixed=x)
+        pred = forward()
         loss = hungarian_loss(pred, target, "mse", pred_groups=labels, target_groups=labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -163,9 +161,8 @@ def numbering(backward: str, iters: int, device: torch.device, impl: str = "eage
 
     rows = BATCH * n
     dims = classes + n
-    return Setup(
-        step, decoder, [(rows, dims, hidden), (rows, hidden, hidden), (rows, hidden, hidden), (rows, hidden, dims)]
-    )
+    shapes = [(rows, dims, hidden), (rows, hidden, hidden), (rows, hidden, hidden), (rows, hidden, dims)]
+    return Setup(step, forward, decoder, shapes)
 
 
 BUILDERS = {"autoencoding": autoencoding, "numbering": numbering}
@@ -177,7 +174,16 @@ def build(config: str, device: torch.device, impl: str) -> Setup:
         raise ValueError(
             f"config must be task/backward/iters with task in {TASKS} and backward in {MODES}, got {config!r}"
         )
-    return BUILDERS[task](backward, int(iters), device, impl)
+    if backward != "eval":
+        return BUILDERS[task](backward, int(iters), device, impl)
+    setup = BUILDERS[task]("approx", int(iters), device, impl)  # the iDSPN model, evaluated
+
+    def evaluate() -> None:
+        with torch.no_grad():
+            setup.forward()
+
+    setup.step = evaluate
+    return setup
 
 
 def _sync(device: torch.device) -> None:
