@@ -1,11 +1,15 @@
 import pytest
 import torch
 
-from idspn.numpy_sort import descending_order
+from idspn.numpy_sort import descending_order, descending_ranks
 
 
 def _reference(keys: torch.Tensor) -> torch.Tensor:
     return torch.sort(keys, dim=-1, descending=True, stable=True).indices
+
+
+def _reference_ranks(keys: torch.Tensor) -> torch.Tensor:
+    return _reference(keys).argsort(dim=-1)  # the inverse permutation of the stable order
 
 
 def _with_ties(shape, dtype=torch.float32):
@@ -52,3 +56,41 @@ def test_order_compiles_without_a_graph_break():
 
 def test_order_meets_the_op_checks_of_torch_library():
     torch.library.opcheck(descending_order, (_with_ties((3, 20)),))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("n", [1, 2, 64, 129])
+def test_ranks_invert_the_stable_descending_order(n, dtype):
+    keys = _with_ties((5, 3, n), dtype)
+    ranks = descending_ranks(keys)
+    assert ranks.dtype == torch.long and ranks.is_contiguous()
+    assert torch.equal(ranks, _reference_ranks(keys))
+    order = descending_order(keys)
+    assert torch.equal(ranks.gather(-1, order), torch.arange(n).expand_as(order))  # order[rank] = position
+
+
+def test_ranks_of_strided_and_empty_keys():
+    keys = _with_ties((6, 40, 3)).transpose(1, 2)  # rows not contiguous, as FSPool's (B, L, N) view
+    assert torch.equal(descending_ranks(keys), _reference_ranks(keys))
+    assert descending_ranks(torch.empty(0, 5)).shape == (0, 5)
+    assert descending_ranks(torch.empty(3, 0)).shape == (3, 0)
+
+
+def test_ranks_under_vmap_equal_the_batched_call():
+    keys = _with_ties((4, 6, 33))
+    for dim in (0, 1, 2):
+        got = torch.func.vmap(descending_ranks, in_dims=dim)(keys)
+        assert torch.equal(got, _reference_ranks(keys.movedim(dim, 0)))
+    rows = _with_ties((5, 33))
+    got = torch.func.vmap(lambda k, r: descending_ranks(r) + k, in_dims=(0, None))(torch.arange(3), rows)
+    assert torch.equal(got, _reference_ranks(rows) + torch.arange(3).view(3, 1, 1))
+
+
+def test_ranks_compile_without_a_graph_break():
+    keys = _with_ties((3, 50))
+    compiled = torch.compile(lambda k: descending_ranks(k) * 2, fullgraph=True)
+    assert torch.equal(compiled(keys), _reference_ranks(keys) * 2)
+
+
+def test_ranks_meet_the_op_checks_of_torch_library():
+    torch.library.opcheck(descending_ranks, (_with_ties((3, 20)),))

@@ -1,6 +1,6 @@
 """The NumPy backend of FSPool's sort: stable descending orders by NumPy's vectorised integer sort.
 
-Ranking a long set (``ranking._order_by_sorting``) needs a stable descending sort of many short rows,
+Ranking a long set (``ranking._ranks_by_sorting``) needs a stable descending sort of many short rows,
 e.g. ``128 * 256`` rows of 64 keys per inner step of the numbering decoder. PyTorch's CPU sort
 handles them one row at a time in scalar code; recent NumPy releases sort 64-bit integers with SIMD
 kernels (AVX-512 or AVX2 where the CPU has them), on one thread. This module is the one place
@@ -12,10 +12,13 @@ the float's bits mapped to an integer that *decreases* as the float increases, s
 the key's position in the low bits. The integers of one row are all distinct, so any sort of them
 is stable, and the low bits of the sorted integers are the permutation.
 
-The sort is registered as the custom op ``idspn::descending_order``, with a fake implementation
-(so ``torch.compile`` traces it without a graph break) and a vmap rule (so ``torch.func.vmap``
-batches it). It has no gradient: orders are integers, and no gradient flows through a rank
-(Eq. 11).
+The sort is registered as the custom op ``idspn::descending_order``, and the ranks it gives (its
+inverse permutation, what FSPool looks its weights up by) as ``idspn::descending_ranks``, which
+scatters them in place into one new tensor where an out-of-place scatter, the only kind that
+``vmap`` batches, first fills and copies a tensor of the ranks' size. Both have a fake
+implementation (so ``torch.compile`` traces them without a graph break) and a vmap rule (so
+``torch.func.vmap`` batches them). Neither has a gradient: orders and ranks are integers, and no
+gradient flows through a rank (Eq. 11).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["descending_order"]
+__all__ = ["descending_order", "descending_ranks"]
 
 _SIGN = -(2**31)  # the sign bit of an int32
 _PACKED = (torch.float32, torch.float16, torch.bfloat16)  # exactly representable as float32
@@ -70,3 +73,33 @@ def _(info: object, in_dims: tuple[int | None], keys: Tensor) -> tuple[Tensor, i
     if dim is None:
         return descending_order(keys), None
     return descending_order(keys.movedim(dim, 0)), 0
+
+
+@torch.library.custom_op("idspn::descending_ranks", mutates_args=())
+def descending_ranks(keys: Tensor) -> Tensor:
+    """Rank of every key in the stable descending order of its row (0: the largest).
+
+    The inverse permutation of ``descending_order(keys)``: ``out[..., order[..., j]] == j``.
+
+    Args:
+        keys: ``(..., N)`` floating tensor.
+
+    Returns:
+        ``(..., N)`` contiguous ``torch.long`` tensor.
+    """
+    order = descending_order(keys)  # (..., N) contiguous
+    positions = torch.arange(keys.shape[-1], device=keys.device).expand_as(order)
+    return torch.empty_like(order).scatter_(-1, order, positions)
+
+
+@descending_ranks.register_fake
+def _(keys: Tensor) -> Tensor:
+    return keys.new_empty(keys.shape, dtype=torch.long)
+
+
+@descending_ranks.register_vmap
+def _(info: object, in_dims: tuple[int | None], keys: Tensor) -> tuple[Tensor, int | None]:
+    (dim,) = in_dims
+    if dim is None:
+        return descending_ranks(keys), None
+    return descending_ranks(keys.movedim(dim, 0)), 0

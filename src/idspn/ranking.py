@@ -43,7 +43,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from .numpy_sort import descending_order
+from . import numpy_sort
 
 __all__ = [
     "COUNTING_MAX_COMPILED",
@@ -277,19 +277,8 @@ def _ranks_by_elements(x: Tensor) -> Tensor:
 def _descending_order(rows: Tensor) -> Tensor:
     """``(..., K)``: the stable descending order of every row, by the chosen sort backend."""
     if _sort_backend == "numpy" and rows.device.type == "cpu":
-        return descending_order(rows)
+        return numpy_sort.descending_order(rows)
     return torch.sort(rows.contiguous(), dim=-1, descending=True, stable=True).indices
-
-
-def _order_by_sorting(x: Tensor) -> Tensor:
-    """``(B, N, L) -> (B, L, N)``: for every feature, the positions of its elements in stable
-    descending order.
-
-    The sort runs on ``(B, L, N)`` rows, each set contiguous, which is faster than sorting along the
-    strided set dim; so do the scatters that use the order (``benchmarks/inner_step_parts.py``
-    times the eager ranks).
-    """
-    return _descending_order(x.transpose(1, 2))
 
 
 def sort_descending(x: Tensor) -> Tensor:
@@ -336,9 +325,15 @@ def _ranks(keys: Tensor) -> Tensor:
 def _ranks_by_sorting(keys: Tensor) -> Tensor:
     """Stable descending ranks along dim 1 of ``(B, N, L)``: the inverse of the sort's order.
 
-    An out-of-place scatter, which ``vmap`` batches (it has no batching rule for ``scatter_``).
+    The sort runs on ``(B, L, N)`` rows, each set contiguous, which is faster than sorting along the
+    strided set dim. The NumPy backend returns the ranks itself (``numpy_sort.descending_ranks``);
+    after ``torch.sort`` they come from an out-of-place scatter, which ``vmap`` batches (it has no
+    batching rule for ``scatter_``).
     """
-    order = _order_by_sorting(keys)  # (B, L, N)
+    rows = keys.transpose(1, 2)  # (B, L, N): each set contiguous once sorted
+    if _sort_backend == "numpy" and keys.device.type == "cpu":
+        return numpy_sort.descending_ranks(rows).transpose(1, 2)  # (B, N, L)
+    order = _descending_order(rows)  # (B, L, N)
     positions = torch.arange(keys.shape[1], device=keys.device).expand_as(order)
     return torch.zeros_like(order).scatter(2, order, positions).transpose(1, 2)  # (B, N, L)
 
