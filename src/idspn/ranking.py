@@ -62,8 +62,8 @@ __all__ = [
 ]
 
 # Eager CPU: longest set ranked by counting, one element at a time (at most 256), per sort backend:
-# the set size up to which counting beats that backend's sort, the smaller of two runs of
-# `benchmarks/rank_crossover.py` (docs/benchmark-results.md).
+# the set size up to which counting beats that backend's sort, the smallest of three runs
+# of `benchmarks/rank_crossover.py` (docs/benchmark-results.md).
 COUNTING_MAX_EAGER = {"numpy": 12, "torch": 28}
 COUNTING_MAX_COMPILED = 128  # compiled: longest set ranked by fused pairwise counting
 # Compiled on CPU, with a gradient to the table: longest set whose lookup is a one-hot sum over its
