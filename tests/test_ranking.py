@@ -3,6 +3,7 @@ import torch
 from torch._inductor.utils import run_and_get_code
 
 from idspn.ranking import (
+    COUNTING_MAX_COMPILED,
     ONE_HOT_MAX_COMPILED,
     SORT_BACKENDS,
     canonical_keys,
@@ -52,7 +53,7 @@ def test_ranks_along_any_dim_of_any_tensor(shape, dim, sort_backend):
     assert torch.equal(descending_ranks(x, dim), _reference_ranks(x, dim))
 
 
-@pytest.mark.parametrize("n", [6, 40])
+@pytest.mark.parametrize("n", [6, 40, COUNTING_MAX_COMPILED + 2])  # counted, then sorted (a custom op)
 def test_compiled_ranks_count_pairs_and_equal_eager(n):
     x = _with_ties((2, n, 3))
     compiled = torch.compile(descending_ranks, fullgraph=True)
