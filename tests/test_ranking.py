@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 from torch._inductor.utils import run_and_get_code
@@ -166,6 +168,25 @@ def test_duplicate_index_never_merges_different_rows():
     index = duplicate_index(base)
     assert torch.equal(index[0, :6], torch.arange(6))
     assert index[0, 7] == 7
+
+
+def test_duplicate_index_finds_duplicates_among_structured_rows():
+    # Rows of 0s and 1s, and one-hot class + one-hot ID rows as the simplex projection makes them:
+    # a fingerprint linear in the word's position would give (1, 0, 0, 1) and (0, 1, 1, 0), or
+    # (class 0, ID 1) and (class 1, ID 0), the same print, and the earlier row would hide the
+    # later one's true duplicate.
+    x = torch.tensor([[[1.0, 0, 0, 1], [0, 1, 1, 0], [0, 1, 1, 0]]])
+    assert torch.equal(duplicate_index(x), torch.tensor([[0, 1, 1]]))
+    rows = torch.tensor(list(itertools.product([0.0, 1.0], repeat=12)))  # (4096, 12)
+    assert torch.equal(duplicate_index(rows.unsqueeze(0)), torch.arange(len(rows)).unsqueeze(0))
+    onehot = torch.zeros(4, 64, 68)  # class c (4 dims), ID j (64 dims) at position j of set c
+    onehot[:, :, :4] = torch.eye(4).unsqueeze(1)
+    onehot[:, :, 4:] = torch.eye(64).roll(1, dims=0)  # ID j - 1 at position j
+    sets = onehot.transpose(0, 1).reshape(1, 256, 68)  # every (class, ID) pair once
+    sets = torch.cat([sets, sets.flip(1)], dim=1)  # then each again, in reverse
+    expected = torch.cat([torch.arange(256), torch.arange(255, -1, -1)]).unsqueeze(0)
+    assert torch.equal(duplicate_index(sets), expected)
+    assert torch.equal(torch.compile(duplicate_index, fullgraph=True)(sets), expected)
 
 
 def test_canonical_keys_copy_the_first_occurrence_exactly_eager_and_compiled():

@@ -73,29 +73,51 @@ ONE_HOT_MAX_COMPILED = 8
 SORT_BACKENDS = ("numpy", "torch")  # how long sets are sorted on CPU (other devices: torch)
 _sort_backend = "numpy"
 
-_WORD = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int32}  # integer view of each float size
+_FINGERPRINT_PRIME = 1_048_573  # q, the largest prime below 2^20: three residues pack into 60 bits
+_FINGERPRINT_MIX = (0x5BD1E995, 0x27D4EB2F, 0x165667B1)  # odd constants of the multipliers' integer mix
 
 
 # --- exact duplicates among the rows of a set --------------------------------------------------
 
 
+def _fingerprint_multipliers(width: int, device: torch.device) -> Tensor:
+    """``(width, 3)`` float64: fixed pseudo-random integers in ``[0, q)``, three per word.
+
+    Made on ``device`` from the word index by a few rounds of an xor-shift-multiply mix in exact
+    int64 arithmetic (no overflow, no host data), so every machine gets the same ones.
+    """
+    v = torch.arange(3 * width, device=device, dtype=torch.int64).view(width, 3)
+    for c in _FINGERPRINT_MIX:
+        v = ((v ^ (v >> 11)) * (c % _FINGERPRINT_PRIME) + 0x9E37) % _FINGERPRINT_PRIME  # < 2^41: exact
+    return v.to(torch.float64)
+
+
 def _row_fingerprints(x: Tensor) -> Tensor:
     """``(B, N, D) -> (B, N)`` int64 fingerprint of every row's bits (equal rows: equal prints).
 
-    Integer arithmetic on the bit patterns is exact on every machine, so equal rows always get equal
-    fingerprints; different rows get different ones except for a chance of about 2^-60 per pair.
-    ``-0.0`` is first turned into ``+0.0`` so that rows equal in value are equal in bits.
+    Each row's bits, read as 16-bit integers ``w_j``, are hashed three times as ``sum_j a_j w_j mod
+    q`` with the fixed pseudo-random multipliers of ``_fingerprint_multipliers`` and the three
+    residues packed into one integer. The sums are taken by a float64 matrix product whose every
+    term and partial sum is an integer below 2^53, so they are exact in any order of summation, on
+    every machine and device: equal rows always get equal fingerprints. Two different rows get
+    equal ones with a chance of about ``q^-3 = 2^-60`` for inputs not chosen to collide (for
+    multipliers drawn uniformly the sum is a universal hash; rows with a regular structure, such as
+    one-hot rows, are no more likely to collide than any others). ``-0.0`` is first turned into
+    ``+0.0`` so that rows equal in value are equal in bits.
     """
     x = x.detach()
-    x = torch.where(x == 0, 0.0, x)  # -0.0 -> +0.0 (``x + 0.0`` would be simplified away)
-    words = x.view(_WORD[x.element_size()]).to(torch.int64)  # (B, N, W)
-    width = words.shape[-1]
-    bits = 62 - 8 * min(x.element_size(), 4) - max(width - 1, 1).bit_length()  # no int64 overflow
-    if bits < 8:
-        raise ValueError(f"rows of {width} words are too wide to fingerprint; got shape {tuple(x.shape)}")
-    index = torch.arange(width, device=x.device, dtype=torch.int64)
-    multipliers = ((index + 1) * 0x9E3779B1 & ((1 << bits) - 1)) | 1  # odd, spread; no overflow
-    return words.mul_(multipliers).sum(-1)  # (B, N)
+    # -0.0 -> +0.0: IEEE addition gives -0.0 + 0.0 = +0.0, but inductor simplifies ``x + 0.0`` away
+    x = torch.where(x == 0, 0.0, x) if torch.compiler.is_compiling() else x + 0.0
+    words = x.view(torch.int8 if x.element_size() == 1 else torch.int16)  # (B, N, W), |w| <= 2^15
+    b, n, width = words.shape
+    if width * 2**15 * _FINGERPRINT_PRIME >= 2**53:
+        raise ValueError(f"rows of {width} 16-bit words are too wide to fingerprint; got shape {tuple(x.shape)}")
+    multipliers = _fingerprint_multipliers(width, x.device)  # (W, 3)
+    # (3, B * N): the wide product is the faster one for BLAS; every sum an exact integer
+    sums = multipliers.t() @ words.reshape(b * n, width).t().to(torch.float64)
+    residues = sums.t().reshape(b, n, 3).long().remainder(_FINGERPRINT_PRIME)  # (B, N, 3) in [0, q)
+    q = _FINGERPRINT_PRIME
+    return (residues[..., 0] * q + residues[..., 1]) * q + residues[..., 2]  # (B, N), below q^3 < 2^60
 
 
 def _rows_at(x: Tensor, index: Tensor) -> Tensor:
@@ -113,7 +135,7 @@ def duplicate_index(x: Tensor) -> Tensor:
     ``out[b, n] == n`` for a row without an earlier duplicate. Candidates are found by comparing row
     fingerprints (``(B, N, N)`` integer comparisons) and then checked feature by feature, so two
     different rows are never taken for duplicates; a duplicate could be missed only if an earlier,
-    different row shared its 64-bit fingerprint.
+    different row shared its 60-bit fingerprint (a chance of about 2^-60 per pair).
 
     Args:
         x: ``(B, N, D)`` floating tensor, e.g. the input of a set encoder.
