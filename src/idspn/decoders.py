@@ -501,16 +501,21 @@ class IDSPN(nn.Module):
                 f"the decoder's learned initial set is {learned.dtype} but z is {z.dtype}: convert the whole "
                 f"decoder (decoder.to({z.dtype})), not only its encoder"
             )
-        for name, x, dim in (("init_set", init_set, self.set_dim), ("fixed", fixed, self.fixed_dim)):
+        if (fixed is None) != (self.fixed_dim == 0):
+            raise ValueError(f"fixed must be given exactly when fixed_dim > 0 (fixed_dim={self.fixed_dim})")
+        for name, x, dim_name in (("init_set", init_set, "set_dim"), ("fixed", fixed, "fixed_dim")):
             if x is None:
                 continue
-            check_set(x, name, set_dim=dim, set_size=self.set_size)
+            check_set(x, name, set_size=self.set_size)
+            if x.shape[2] != getattr(self, dim_name):
+                raise ValueError(
+                    f"{name} must have the decoder's {dim_name}={getattr(self, dim_name)} features, "
+                    f"got shape {tuple(x.shape)}"
+                )
             if x.shape[0] != z.shape[0]:
                 raise ValueError(f"{name} batch size {x.shape[0]} != z batch size {z.shape[0]}")
             if x.dtype != z.dtype:
                 raise ValueError(f"{name} must have z's dtype {z.dtype}, got {x.dtype}")
-        if (fixed is None) != (self.fixed_dim == 0):
-            raise ValueError(f"fixed must be given exactly when fixed_dim > 0 (fixed_dim={self.fixed_dim})")
 
     def initial_set(self, z: Tensor) -> Tensor:
         """``(B, N, D)`` initial set Y0 for a batch encoded as ``z``."""

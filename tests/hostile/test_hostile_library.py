@@ -226,6 +226,18 @@ DECODER_CASES = {
         lambda: _decoder()(_x(B, L), init_set=_x(B + 1, N, D)),
         Clear(ValueError, r"init_set batch size 3 != z batch size 2"),
     ),
+    "init-set-wrong-width": (
+        lambda: _decoder()(_x(B, L), init_set=_x(B, N, D + 1)),
+        Clear(ValueError, r"init_set must have the decoder's set_dim=3 features"),
+    ),
+    "fixed-wrong-width": (
+        lambda: IDSPN(FSEncoder(D + 2, 8, L, set_size=N), N, D, iters=2, fixed_dim=2)(_x(B, L), fixed=_x(B, N, 3)),
+        Clear(ValueError, r"fixed must have the decoder's fixed_dim=2 features"),
+    ),
+    "fixed-without-fixed-dim": (
+        lambda: _decoder()(_x(B, L), fixed=_x(B, N, 2)),
+        Clear(ValueError, r"fixed must be given exactly when fixed_dim > 0 \(fixed_dim=0\)"),
+    ),
     "z-nan": _nan_input("z"),
     "init-set-nan": _nan_input("init_set"),
     "fixed-nan": (
