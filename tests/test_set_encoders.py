@@ -42,6 +42,21 @@ def test_fspool_weights_interpolate_between_pieces():
     assert pool(h).item() == pytest.approx(5 * 1 + 4 * 2 + 3 * 3 + 2 * 4 + 1 * 5)
 
 
+@pytest.mark.parametrize("dtype, n", [(torch.bfloat16, 300), (torch.float16, 2100)])
+def test_fspool_weights_in_half_precision_place_every_rank_as_float32_does(dtype, n):
+    # Ranks past 256 (bfloat16) or 2048 (float16) are not integers of the weight's dtype.
+    pool = FSPool(channels=3, n_pieces=4).to(dtype)
+    reference = FSPool(channels=3, n_pieces=4)
+    with torch.no_grad():
+        reference.weight.copy_(pool.weight)  # the same weights, exactly, in float32
+    expected = reference.position_weights(n).to(dtype)
+    got = pool.position_weights(n)
+    assert got.dtype == dtype and torch.equal(got, expected)
+    mask = torch.ones(2, n, dtype=torch.bool)
+    mask[1, n // 2 :] = False
+    assert (pool.position_weights(n, mask)[:, :-1] != 0).sum(1).tolist() == [[n - 1] * 3, [n // 2] * 3]
+
+
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("n", [7, 40])  # short sets: ranks counted, set-major layout; long: sorted
 @pytest.mark.parametrize("pooling", POOLINGS)
@@ -271,3 +286,16 @@ def test_non_finite_padding_never_reaches_the_result(pooling, padding):
     v = torch.randn(2, 5, dtype=torch.double)
     assert torch.isfinite(vjp(v)).all()
     torch.testing.assert_close(encoder(x[:1, :4]), encoder(x, mask)[:1])  # the present elements alone
+
+
+@pytest.mark.parametrize("pooling", ["fspool", "max"])
+def test_a_present_minus_inf_ranks_before_every_padded_element(pooling):
+    pool = FSPool(1, set_size=3) if pooling == "fspool" else MaxPool()
+    if pooling == "fspool":
+        with torch.no_grad():
+            pool.weight.copy_(torch.tensor([[2.0], [3.0], [4.0]]))
+    h = torch.tensor([[[5.0], [-float("inf")], [1.0]]])
+    mask = torch.tensor([[False, True, False]])  # one present element, -inf, after a padded one
+    weights = pool.element_weights(h, mask)
+    assert weights.view(-1).tolist() == [0.0, 2.0 if pooling == "fspool" else 1.0, 0.0]
+

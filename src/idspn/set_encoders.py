@@ -156,6 +156,15 @@ def _zero_padding(x: Tensor, mask: Tensor | None) -> Tensor:
     return x if mask is None else torch.where(mask.unsqueeze(-1), x, 0.0)
 
 
+def _padding_last(key: Tensor, mask: Tensor | None) -> Tensor:
+    """Ranking keys in which every padded element (``mask`` False) comes after every present one,
+    even a present ``-inf`` (raised to the dtype's lowest finite value; padding is ``-inf``)."""
+    if mask is None:
+        return key
+    lowest = torch.finfo(key.dtype).min
+    return torch.where(mask.unsqueeze(-1), key.clamp(min=lowest), float("-inf"))
+
+
 class FSPool(nn.Module):
     """Featurewise sort pooling (Zhang et al., 2020).
 
@@ -214,7 +223,10 @@ class FSPool(nn.Module):
                 return table
             ranks = torch.arange(set_size, device=mask.device)
             return table * (ranks < mask.sum(1, keepdim=True)).unsqueeze(-1)  # (B, N, L)
-        ranks = torch.arange(set_size, device=self.weight.device, dtype=self.weight.dtype)
+        # Ranks and sizes in at least float32: half precision rounds integers above 256 (bfloat16)
+        # or 2048 (float16), which would move ranks between pieces and drop present elements.
+        dtype = torch.promote_types(self.weight.dtype, torch.float32)
+        ranks = torch.arange(set_size, device=self.weight.device, dtype=dtype)
         if mask is None:
             sizes = torch.full((1, 1), float(set_size), device=ranks.device, dtype=ranks.dtype)
         else:
@@ -225,7 +237,7 @@ class FSPool(nn.Module):
         frac = (scaled - index).unsqueeze(-1)  # (B|1, N, 1)
         left, right = self.weight[index], self.weight[index + 1]  # (B|1, N, L)
         weights = (1 - frac) * left + frac * right
-        return weights * (ranks < sizes).unsqueeze(-1)
+        return (weights * (ranks < sizes).unsqueeze(-1)).to(self.weight.dtype)
 
     def element_weights(self, h: Tensor, mask: Tensor | None = None, duplicates: Tensor | None = None) -> Tensor:
         """``(B, N, L)`` weight of each element: the position weight of its rank.
@@ -238,9 +250,7 @@ class FSPool(nn.Module):
         """
         _check_features(h, self.channels)
         check_mask(mask, h)
-        key = canonical_keys(h, duplicates)
-        if mask is not None:
-            key = key.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        key = _padding_last(canonical_keys(h, duplicates), mask)
         return lookup_by_rank(key, self.position_weights(h.shape[1], mask), dim=1)  # no grad through ranks (Eq. 11)
 
     def forward(self, h: Tensor, mask: Tensor | None = None, duplicates: Tensor | None = None) -> Tensor:
@@ -286,9 +296,7 @@ class MaxPool(SumPool):
     def element_weights(self, h: Tensor, mask: Tensor | None = None, duplicates: Tensor | None = None) -> Tensor:
         _check_features(h, None)
         check_mask(mask, h)
-        key = canonical_keys(h, duplicates)
-        if mask is not None:
-            key = key.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        key = _padding_last(canonical_keys(h, duplicates), mask)
         top = key.argmax(dim=1, keepdim=True)  # (B, 1, L): the first of equal maxima
         return torch.zeros_like(h).scatter(1, top, 1.0)
 
