@@ -298,4 +298,3 @@ def test_a_present_minus_inf_ranks_before_every_padded_element(pooling):
     mask = torch.tensor([[False, True, False]])  # one present element, -inf, after a padded one
     weights = pool.element_weights(h, mask)
     assert weights.view(-1).tolist() == [0.0, 2.0 if pooling == "fspool" else 1.0, 0.0]
-
