@@ -5,7 +5,7 @@ one budget (every planned run for every seed, each in its folder ``OUT/runs/<id>
 
 * skips every run whose ``result.json`` exists (after checking that its config is the planned one),
   so running the same command again finishes only the missing runs;
-* continues an unfinished run from its last checkpoint (``fit(resume=True)``: a resumed run ends
+* continues an unfinished run from its last checkpoint (``fit(resume="auto")``: a resumed run ends
   exactly like an uninterrupted one);
 * decides and trains each run under the run folder's lock (``hold_run_folder`` holds
   ``runs/<id>/.lock`` while it checks that the run is unfinished and trains it), so two processes
