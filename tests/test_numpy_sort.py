@@ -94,3 +94,9 @@ def test_ranks_compile_without_a_graph_break():
 
 def test_ranks_meet_the_op_checks_of_torch_library():
     torch.library.opcheck(descending_ranks, (_with_ties((3, 20)),))
+
+
+def test_a_0_dim_key_gets_a_clear_error():
+    for op in (descending_order, descending_ranks):
+        with pytest.raises(ValueError, match="keys must have at least one dim"):
+            op(torch.tensor(1.0))

@@ -32,6 +32,11 @@ _SIGN = -(2**31)  # the sign bit of an int32
 _PACKED = (torch.float32, torch.float16, torch.bfloat16)  # exactly representable as float32
 
 
+def _check_keys(keys: Tensor) -> None:
+    if keys.dim() == 0:
+        raise ValueError("keys must have at least one dim (the rows to sort are its last), got a 0-dim tensor")
+
+
 @torch.library.custom_op("idspn::descending_order", mutates_args=())
 def descending_order(keys: Tensor) -> Tensor:
     """Permutation that stably sorts the last dim of ``keys`` in descending order.
@@ -47,6 +52,7 @@ def descending_order(keys: Tensor) -> Tensor:
     Returns:
         ``(..., N)`` contiguous ``torch.long`` tensor.
     """
+    _check_keys(keys)
     n = keys.shape[-1]
     if keys.device.type != "cpu" or keys.dtype not in _PACKED or keys.numel() == 0 or n >= 2**31:
         return torch.sort(keys, dim=-1, descending=True, stable=True).indices.contiguous()
@@ -64,6 +70,7 @@ def descending_order(keys: Tensor) -> Tensor:
 
 @descending_order.register_fake
 def _(keys: Tensor) -> Tensor:
+    _check_keys(keys)
     return keys.new_empty(keys.shape, dtype=torch.long)
 
 
@@ -87,6 +94,7 @@ def descending_ranks(keys: Tensor) -> Tensor:
     Returns:
         ``(..., N)`` contiguous ``torch.long`` tensor.
     """
+    _check_keys(keys)
     order = descending_order(keys)  # (..., N) contiguous
     positions = torch.arange(keys.shape[-1], device=keys.device).expand_as(order)
     return torch.empty_like(order).scatter_(-1, order, positions)
@@ -94,6 +102,7 @@ def descending_ranks(keys: Tensor) -> Tensor:
 
 @descending_ranks.register_fake
 def _(keys: Tensor) -> Tensor:
+    _check_keys(keys)
     return keys.new_empty(keys.shape, dtype=torch.long)
 
 
