@@ -8,6 +8,7 @@ from idspn.ranking import (
     COUNTING_MAX_COMPILED,
     ONE_HOT_MAX_COMPILED,
     SORT_BACKENDS,
+    _row_fingerprints,
     canonical_keys,
     copy_first_occurrences_,
     descending_ranks,
@@ -187,6 +188,15 @@ def test_duplicate_index_finds_duplicates_among_structured_rows():
     expected = torch.cat([torch.arange(256), torch.arange(255, -1, -1)]).unsqueeze(0)
     assert torch.equal(duplicate_index(sets), expected)
     assert torch.equal(torch.compile(duplicate_index, fullgraph=True)(sets), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_row_fingerprints_are_the_same_eager_and_compiled(dtype):
+    x = torch.randn(3, 7, 5).to(dtype)
+    x[0, 1, 2], x[1, 2, 0] = -0.0, float("inf")
+    eager = _row_fingerprints(x)
+    assert eager.dtype == torch.long and (eager >= 0).all() and (eager < 2**60).all()
+    assert torch.equal(torch.compile(_row_fingerprints, fullgraph=True)(x), eager)
 
 
 def test_canonical_keys_copy_the_first_occurrence_exactly_eager_and_compiled():

@@ -74,22 +74,51 @@ SORT_BACKENDS = ("numpy", "torch")  # how long sets are sorted on CPU (other dev
 _sort_backend = "numpy"
 
 _FINGERPRINT_PRIME = 1_048_573  # q, the largest prime below 2^20: three residues pack into 60 bits
-_FINGERPRINT_MIX = (0x5BD1E995, 0x27D4EB2F, 0x165667B1)  # odd constants of the multipliers' integer mix
 
 
 # --- exact duplicates among the rows of a set --------------------------------------------------
 
 
-def _fingerprint_multipliers(width: int, device: torch.device) -> Tensor:
-    """``(width, 3)`` float64: fixed pseudo-random integers in ``[0, q)``, three per word.
+def _multiplier_values(width: int) -> tuple[int, ...]:
+    """``3 * width`` fixed pseudo-random integers in ``[0, q)``: splitmix64 of their index, mod q."""
+    mask = (1 << 64) - 1
+    values = []
+    for i in range(3 * width):
+        k = (i + 1) * 0x9E3779B97F4A7C15 & mask
+        k = (k ^ (k >> 30)) * 0xBF58476D1CE4E5B9 & mask
+        k = (k ^ (k >> 27)) * 0x94D049BB133111EB & mask
+        values.append((k ^ (k >> 31)) % _FINGERPRINT_PRIME)
+    return tuple(values)
 
-    Made on ``device`` from the word index by a few rounds of an xor-shift-multiply mix in exact
-    int64 arithmetic (no overflow, no host data), so every machine gets the same ones.
+
+# The multipliers as tensors, one per (width, device), made once outside torch.compile: traced
+# code then reads a constant instead of recomputing it in every kernel, and a GPU gets no copy per call.
+_MULTIPLIERS: dict[tuple[int, torch.device], Tensor] = {}
+
+
+def _fingerprint_multipliers(width: int, device: torch.device) -> Tensor:
+    """``(width, 3)`` float64: the fixed pseudo-random integers in ``[0, q)``, three per word."""
+    key = (width, device)
+    multipliers = _MULTIPLIERS.get(key)
+    if multipliers is None:
+        multipliers = torch.tensor(_multiplier_values(width), dtype=torch.float64, device=device).view(width, 3)
+        if not torch.compiler.is_compiling():
+            _MULTIPLIERS[key] = multipliers
+    return multipliers
+
+
+def _sums_of_halves(words: Tensor, multipliers: Tensor) -> Tensor:
+    """``words.view(int16).long() @ multipliers`` from 32-bit words, in int64 arithmetic.
+
+    The same sums as the float64 product over the 16-bit view (the low half of each word first, as
+    a little-endian view lays them out), written for inductor, which fuses this into one pass over
+    the words but handles the 16-bit view and a float64 product less well.
     """
-    v = torch.arange(3 * width, device=device, dtype=torch.int64).view(width, 3)
-    for c in _FINGERPRINT_MIX:
-        v = ((v ^ (v >> 11)) * (c % _FINGERPRINT_PRIME) + 0x9E37) % _FINGERPRINT_PRIME  # < 2^41: exact
-    return v.to(torch.float64)
+    w = words.to(torch.int64)  # (B, N, W / 2)
+    low = ((w & 0xFFFF) ^ 0x8000) - 0x8000  # the low half, signed as the 16-bit view reads it
+    high = w >> 16  # the high half, signed
+    m = multipliers.view(-1, 2, 3)  # (W / 2, 2, 3): rows of the low and the high halves
+    return torch.stack([(low * m[:, 0, k] + high * m[:, 1, k]).sum(-1) for k in range(3)], dim=-1)
 
 
 def _row_fingerprints(x: Tensor) -> Tensor:
@@ -98,8 +127,9 @@ def _row_fingerprints(x: Tensor) -> Tensor:
     Each row's bits, read as 16-bit integers ``w_j``, are hashed three times as ``sum_j a_j w_j mod
     q`` with the fixed pseudo-random multipliers of ``_fingerprint_multipliers`` and the three
     residues packed into one integer. The sums are taken by a float64 matrix product whose every
-    term and partial sum is an integer below 2^53, so they are exact in any order of summation, on
-    every machine and device: equal rows always get equal fingerprints. Two different rows get
+    term and partial sum is an integer below 2^53 (compiled: in int64 arithmetic on the halves of
+    32-bit words, ``_sums_of_halves``), so they are exact in any order of summation, on every
+    machine and device: equal rows always get equal fingerprints. Two different rows get
     equal ones with a chance of about ``q^-3 = 2^-60`` for inputs not chosen to collide (for
     multipliers drawn uniformly the sum is a universal hash; rows with a regular structure, such as
     one-hot rows, are no more likely to collide than any others). ``-0.0`` is first turned into
@@ -109,13 +139,15 @@ def _row_fingerprints(x: Tensor) -> Tensor:
     # -0.0 -> +0.0: IEEE addition gives -0.0 + 0.0 = +0.0, but inductor simplifies ``x + 0.0`` away
     x = torch.where(x == 0, 0.0, x) if torch.compiler.is_compiling() else x + 0.0
     words = x.view(torch.int8 if x.element_size() == 1 else torch.int16)  # (B, N, W), |w| <= 2^15
-    b, n, width = words.shape
+    width = words.shape[-1]
     if width * 2**15 * _FINGERPRINT_PRIME >= 2**53:
         raise ValueError(f"rows of {width} 16-bit words are too wide to fingerprint; got shape {tuple(x.shape)}")
     multipliers = _fingerprint_multipliers(width, x.device)  # (W, 3)
-    # (3, B * N): the wide product is the faster one for BLAS; every sum an exact integer
-    sums = multipliers.t() @ words.reshape(b * n, width).t().to(torch.float64)
-    residues = sums.t().reshape(b, n, 3).long().remainder(_FINGERPRINT_PRIME)  # (B, N, 3) in [0, q)
+    if torch.compiler.is_compiling() and x.element_size() >= 4:
+        sums = _sums_of_halves(x.view(torch.int32), multipliers.long())  # (B, N, 3)
+    else:
+        sums = (words.to(torch.float64) @ multipliers).long()  # (B, N, 3), exact integers
+    residues = sums.remainder(_FINGERPRINT_PRIME)  # (B, N, 3) in [0, q)
     q = _FINGERPRINT_PRIME
     return (residues[..., 0] * q + residues[..., 1]) * q + residues[..., 2]  # (B, N), below q^3 < 2^60
 
