@@ -1,7 +1,9 @@
+import numpy as np
 import pytest
 import torch
 
 from idspn import IDSPN, Equivariance, FSEncoder, classify_equivariance, push_apart
+from idspn.equivariance import _multiset_match
 
 
 def test_push_apart_matches_eq_1():
@@ -66,6 +68,18 @@ def test_classify_rejects_bad_arguments():
         classify_equivariance(lambda x: x, trials=0)
     with pytest.raises(ValueError, match="output"):
         classify_equivariance(lambda x: x.sum(0), set_size=3)
+    with pytest.raises(ValueError, match="f returned NaN or inf"):
+        classify_equivariance(lambda x: x / 0.0)
+
+
+def test_multiset_match_needs_some_matching_within_atol_not_the_cheapest_one():
+    # Two equal inputs whose outputs are within atol of each other's only when crossed: the matching
+    # of least total difference pairs them straight, one pair of which is further apart than atol.
+    t = 1e-5
+    out = np.array([[0.0, 0.0], [t, 0.0]])
+    out_perm = np.array([[0.0, 0.0], [-0.5 * t, t]])
+    assert _multiset_match(out_perm, out, np.array([0, 1]), [np.array([0, 1])], atol=t)
+    assert not _multiset_match(out_perm, out, np.array([0, 1]), [np.array([0, 1])], atol=t / 2)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

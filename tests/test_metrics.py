@@ -314,6 +314,8 @@ def test_attribute_accuracy_names_its_groups_and_rejects_bad_names() -> None:
         attribute_accuracy(target, target, CLEVR_LAYOUT, names=names[:3])
     with pytest.raises(ValueError, match="names"):
         attribute_accuracy(target, target, CLEVR_LAYOUT, names=("material", "color", "shape", "all"))
+    with pytest.raises(ValueError, match="distinct keys"):  # a repeated name would hide a group
+        attribute_accuracy(target, target, CLEVR_LAYOUT, names=("material", "color", "color", "size"))
 
 
 # --- the original code's per-image AP and the one ordering rule ------------------------------------

@@ -58,12 +58,16 @@ def _equal_groups(x: np.ndarray) -> list[np.ndarray]:
 def _multiset_match(
     out_perm: np.ndarray, out: np.ndarray, perm: np.ndarray, groups: list[np.ndarray], atol: float
 ) -> bool:
-    """True if ``out_perm = P2 out`` for some P2 that only reorders positions with equal inputs."""
+    """True if ``out_perm = P2 out`` for some P2 that only reorders positions with equal inputs.
+
+    Within each group of equal inputs, a matching of every output to one within ``atol`` must
+    exist: the assignment minimises the number of pairs further apart than that (zero if it exists).
+    """
     for group in groups:
         rows = np.flatnonzero(np.isin(perm, group))  # positions of f(P1 X) fed by this group
-        cost = np.abs(out_perm[rows][:, None, :] - out[group][None, :, :]).max(-1)  # (|G|, |G|)
-        r, c = linear_sum_assignment(cost)
-        if cost[r, c].max() > atol:
+        far = np.abs(out_perm[rows][:, None, :] - out[group][None, :, :]).max(-1) > atol  # (|G|, |G|)
+        r, c = linear_sum_assignment(far.astype(float))
+        if far[r, c].any():
             return False
     return True
 
@@ -114,6 +118,8 @@ def classify_equivariance(
             out = f(x.clone())
         if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != set_size:
             raise ValueError(f"f must map (N, D) to (N, D'), got output {getattr(out, 'shape', type(out))}")
+        if not torch.isfinite(out).all():
+            raise ValueError("f returned NaN or inf: the equivariance of a function is checked on finite outputs")
         return out.detach().cpu().double().numpy()
 
     set_eq, multiset_eq = True, True

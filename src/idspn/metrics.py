@@ -390,7 +390,7 @@ def attribute_accuracy(
     _check_layout(layout)
     _check_sets(pred, target, layout)
     names = [f"group{i}" for i in range(len(layout.attributes))] if names is None else list(names)
-    if len(names) != len(layout.attributes) or {"count", "all"} & set(names):
+    if len(names) != len(layout.attributes) or len(set(names)) != len(names) or {"count", "all"} & set(names):
         raise ValueError(
             f"names must give the {len(layout.attributes)} attribute groups distinct keys other than "
             f"'count' and 'all'; got {names}"
