@@ -298,3 +298,18 @@ def test_a_present_minus_inf_ranks_before_every_padded_element(pooling):
     mask = torch.tensor([[False, True, False]])  # one present element, -inf, after a padded one
     weights = pool.element_weights(h, mask)
     assert weights.view(-1).tolist() == [0.0, 2.0 if pooling == "fspool" else 1.0, 0.0]
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_masked_encoder_compiles_and_vmaps_like_eager(pooling):
+    enc = FSEncoder(3, 16, 8, set_size=6 if pooling == "fspool" else None, pooling=pooling)
+    x = torch.randn(2, 6, 3)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 4:], mask[0, 1] = False, False
+    expected = enc(x, mask)
+    assert torch.allclose(torch.compile(enc, fullgraph=True)(x, mask), expected, atol=1e-6)
+    per_set = torch.func.vmap(lambda s, m: enc(s[None], m[None])[0])(x, mask)
+    assert torch.allclose(per_set, expected, atol=1e-6)
+    empty = mask.clone()
+    empty[1] = False  # eagerly on CPU an error (above); compiled, the empty set pools to 0
+    assert torch.equal(torch.compile(enc, fullgraph=True)(x, empty)[1], torch.zeros(8))

@@ -68,9 +68,27 @@ def check_set(x: Tensor, name: str, set_dim: int | None = None, set_size: int | 
         raise ValueError(f"{name} must have set_size={set_size} elements, got shape {tuple(x.shape)}")
 
 
+def _every_set_present(mask: Tensor) -> bool | None:
+    """Whether ``mask`` marks an element of every set, where reading that costs nothing: eagerly on
+    CPU. None under ``torch.compile``, inside ``torch.func`` transforms (where a value cannot be
+    read) and on other devices (where reading it would wait for the device)."""
+    if torch.compiler.is_compiling() or mask.device.type != "cpu":
+        return None
+    try:
+        return bool(mask.any(dim=1).all())
+    except RuntimeError as err:  # torch.func.vmap: data-dependent control flow is not supported
+        if "data-dependent" not in str(err):
+            raise
+        return None
+
+
 def check_mask(mask: Tensor | None, x: Tensor) -> None:
     """Raise ``ValueError`` unless ``mask`` is None or a ``(B, N)`` bool tensor marking at least one
-    element of every set present (a pooling of an empty set has no value)."""
+    element of every set present.
+
+    The last condition is checked eagerly on CPU only (``_every_set_present``): compiled, under
+    ``torch.func`` transforms and on a GPU, where the check would stop tracing or synchronise, a set
+    with no element present pools to 0 instead."""
     if mask is None:
         return
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != x.shape[:2]:
@@ -78,7 +96,7 @@ def check_mask(mask: Tensor | None, x: Tensor) -> None:
             f"mask must be a bool tensor of shape (B, N)={tuple(x.shape[:2])}, "
             f"got {getattr(mask, 'dtype', type(mask).__name__)} of shape {tuple(getattr(mask, 'shape', ()))}"
         )
-    if not mask.any(dim=1).all():
+    if _every_set_present(mask) is False:
         raise ValueError("mask must mark at least one element of every set as present")
 
 
@@ -285,7 +303,7 @@ class MeanPool(SumPool):
         if mask is None:
             return torch.full((1, 1, 1), 1.0 / h.shape[1], dtype=h.dtype, device=h.device)
         present = mask.to(h.dtype)
-        return (present / present.sum(1, keepdim=True)).unsqueeze(-1)  # (B, N, 1)
+        return (present / present.sum(1, keepdim=True).clamp(min=1)).unsqueeze(-1)  # (B, N, 1); empty: 0
 
 
 class MaxPool(SumPool):
