@@ -478,7 +478,7 @@ class FSEncoder(SetEncoder):
         h = F.linear(act, self.lin2.weight, self.lin2.bias)  # (B, N, L)
         duplicates = _exact_duplicates(h, x, mask, self.pool, own=True)
         weights = self.pool.element_weights(h, mask, duplicates)  # (B|1, N|1, L|1)
-        out = (h * weights).sum(1)  # (B, L)
+        out = (_zero_padding(h, mask) * weights).sum(1)  # (B, L), as forward: padding never reaches it
 
         def vjp(v: Tensor) -> Tensor:
             grad_h = weights * v.unsqueeze(1)  # (B, N, L)
