@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy
 import torch
 from torch import Tensor
 
@@ -79,20 +80,19 @@ _FINGERPRINT_PRIME = 1_048_573  # q, the largest prime below 2^20: three residue
 # --- exact duplicates among the rows of a set --------------------------------------------------
 
 
-def _multiplier_values(width: int) -> tuple[int, ...]:
-    """``3 * width`` fixed pseudo-random integers in ``[0, q)``: splitmix64 of their index, mod q."""
-    mask = (1 << 64) - 1
-    values = []
-    for i in range(3 * width):
-        k = (i + 1) * 0x9E3779B97F4A7C15 & mask
-        k = (k ^ (k >> 30)) * 0xBF58476D1CE4E5B9 & mask
-        k = (k ^ (k >> 27)) * 0x94D049BB133111EB & mask
-        values.append((k ^ (k >> 31)) % _FINGERPRINT_PRIME)
-    return tuple(values)
+def _multiplier_values(count: int) -> numpy.ndarray:
+    """``count`` fixed pseudo-random integers in ``[0, q)``: splitmix64 of ``1..count`` (uint64
+    arithmetic wraps modulo 2^64, as splitmix64 is defined), mod q, as float64."""
+    k = numpy.arange(1, count + 1, dtype=numpy.uint64) * numpy.uint64(0x9E3779B97F4A7C15)
+    k = (k ^ (k >> numpy.uint64(30))) * numpy.uint64(0xBF58476D1CE4E5B9)
+    k = (k ^ (k >> numpy.uint64(27))) * numpy.uint64(0x94D049BB133111EB)
+    return ((k ^ (k >> numpy.uint64(31))) % numpy.uint64(_FINGERPRINT_PRIME)).astype(numpy.float64)
 
 
-# The multipliers as tensors, one per (width, device), made once outside torch.compile: traced
-# code then reads a constant instead of recomputing it in every kernel, and a GPU gets no copy per call.
+# The multipliers of rows of up to 4096 16-bit words, made at import; traced code reads them as a
+# constant (computing them inside a compiled graph cost seconds of tracing, or work in every kernel).
+_MULTIPLIER_TABLE = torch.from_numpy(_multiplier_values(3 * 4096))
+# The multipliers as tensors, one per (width, device), so that a GPU gets no copy per call.
 _MULTIPLIERS: dict[tuple[int, torch.device], Tensor] = {}
 
 
@@ -101,7 +101,11 @@ def _fingerprint_multipliers(width: int, device: torch.device) -> Tensor:
     key = (width, device)
     multipliers = _MULTIPLIERS.get(key)
     if multipliers is None:
-        multipliers = torch.tensor(_multiplier_values(width), dtype=torch.float64, device=device).view(width, 3)
+        if 3 * width <= _MULTIPLIER_TABLE.numel():
+            values = _MULTIPLIER_TABLE[: 3 * width]
+        else:
+            values = torch.from_numpy(_multiplier_values(3 * width))
+        multipliers = values.view(width, 3).to(device)
         if not torch.compiler.is_compiling():
             _MULTIPLIERS[key] = multipliers
     return multipliers
