@@ -93,9 +93,12 @@ def test_lookup_by_rank_under_vmap_over_the_keys_the_table_or_both(n, batched, s
     assert torch.equal(got, expected)
 
 
-@pytest.mark.parametrize("n", [5, 8, 9, 40])  # a one-hot sum up to ONE_HOT_MAX_COMPILED, then a gather
-def test_compiled_lookup_by_rank_equals_the_gather_and_its_gradient(n):
-    x = _with_ties((3, n, 4))
+@pytest.mark.parametrize(
+    ("n", "dtype"),  # a one-hot sum up to ONE_HOT_MAX_COMPILED (ranks counted in the keys' dtype), then a gather
+    [(5, torch.float32), (8, torch.float32), (8, torch.bfloat16), (9, torch.float32), (40, torch.float32)],
+)
+def test_compiled_lookup_by_rank_equals_the_gather_and_its_gradient(n, dtype):
+    x = _with_ties((3, n, 4)).to(dtype)
     table = torch.randn(1, n, 4, requires_grad=True)
     expected = table.expand(3, n, 4).gather(1, _reference_ranks(x, 1))
     v = torch.randn_like(expected)

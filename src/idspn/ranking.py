@@ -301,19 +301,25 @@ def use_sort_backend(name: str) -> Iterator[None]:
         set_sort_backend(previous)
 
 
-def _ranks_by_counting(x: Tensor) -> Tensor:
-    """Stable descending ranks along dim 1 of ``(B, N, L)``: how many elements precede each.
+def _counts(x: Tensor) -> Tensor:
+    """Stable descending ranks along dim 1 of ``(B, N, L)`` in ``x``'s float dtype: how many
+    elements precede each.
 
     ``x_m`` precedes ``x_n`` if it is larger, or equal and earlier. Written for ``torch.compile``,
     which turns the sum into one fused reduction; the count is accumulated in ``x``'s float dtype,
-    exact for any set this size.
+    exact for any set of up to ``COUNTING_MAX_COMPILED`` elements (bfloat16 counts to 256).
     """
     n = x.shape[1]
     positions = torch.arange(n, device=x.device)
     earlier = positions.view(1, 1, n, 1) < positions.view(1, n, 1, 1)  # [., n, m, .]: m < n
     this, other = x.unsqueeze(2), x.unsqueeze(1)  # (B, N, 1, L), (B, 1, M, L)
     precedes = (other > this) | ((other == this) & earlier)  # (B, N, M, L)
-    return precedes.to(x.dtype).sum(2).long()  # (B, N, L)
+    return precedes.to(x.dtype).sum(2)  # (B, N, L)
+
+
+def _ranks_by_counting(x: Tensor) -> Tensor:
+    """``_counts`` as ``torch.long`` ranks."""
+    return _counts(x).long()
 
 
 def _ranks_by_elements(x: Tensor) -> Tensor:
@@ -459,9 +465,9 @@ def _lookup_by_ranks(keys: Tensor, full: Tensor) -> Tensor:
     non-zero term (exact): the gradient of a gather is a scatter-add, which inductor leaves to an
     eager kernel in the backward pass, while the sum's gradient is one fused reduction.
     """
-    ranks = _ranks(keys)  # (B, N, L)
     n = keys.shape[1]
     if n <= ONE_HOT_MAX_COMPILED and full.requires_grad and keys.device.type == "cpu" and torch.compiler.is_compiling():
-        hit = ranks.unsqueeze(2) == torch.arange(n, device=keys.device).view(1, 1, n, 1)  # (B, N, R, L)
-        return torch.where(hit, full.unsqueeze(1), 0.0).sum(2)
-    return full.gather(1, ranks)
+        ranks = _counts(keys)  # (B, N, L) in the keys' float dtype: compared without integer vectors
+        hit = ranks.unsqueeze(2) == torch.arange(n, device=keys.device, dtype=keys.dtype).view(1, 1, n, 1)
+        return torch.where(hit, full.unsqueeze(1), 0.0).sum(2)  # hit: (B, N, R, L)
+    return full.gather(1, _ranks(keys))
