@@ -19,7 +19,6 @@ Data parallel on several processes (CPU: gloo, GPU: NCCL), unchanged otherwise::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -144,7 +143,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from idspn_experiments.engine import train
     from idspn_experiments.engine.config import load_config, read_preset
-    from idspn_experiments.engine.io import writable_folder
+    from idspn_experiments.engine.io import dumps_json, writable_folder
     from idspn_experiments.registry import get_experiment
 
     experiment = get_experiment(read_preset(args.preset)["experiment"])
@@ -163,7 +162,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "step_time_s": round(result.step_time_s, 4),
     }
     if _is_main():
-        print(json.dumps(summary, indent=2))
+        print(dumps_json(summary, indent=2))
     return 0
 
 
@@ -183,6 +182,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from idspn_experiments.engine.checkpoint import load_checkpoint
     from idspn_experiments.engine.config import apply_overrides, config_from_dict
     from idspn_experiments.engine.distributed import init_distributed
+    from idspn_experiments.engine.io import dumps_json
     from idspn_experiments.engine.train import evaluate
     from idspn_experiments.registry import EXPERIMENTS, get_experiment
 
@@ -215,7 +215,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
     if _is_main():
         print(
-            json.dumps(
+            dumps_json(
                 {"checkpoint": str(args.checkpoint), "step": ckpt.get("step"), "split": args.split, "metrics": metrics},
                 indent=2,
             )

@@ -33,7 +33,7 @@ from idspn_experiments.autoencoding.tables import (
     paper_loss,
     point_of_key,
 )
-from idspn_experiments.engine.io import atomic_write_text
+from idspn_experiments.engine.io import atomic_write_text, loads_json
 from idspn_experiments.runs.results import RunRecord, format_duration
 
 __all__ = ["Cell", "aggregate", "write_report", "render_report", "sci", "main"]
@@ -332,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Rewrite report.md and the figures of an autoencoding sweep.")
     parser.add_argument("out", type=Path, help="the sweep's output folder (holds results.json)")
     args = parser.parse_args(argv)
-    data = json.loads((args.out / "results.json").read_text())
+    data = loads_json((args.out / "results.json").read_text())
     records = [RunRecord(**run) for run in data["runs"]]
     print(write_report(args.out, records, data["budget"], data["seeds"]))
     return 0

@@ -6,6 +6,11 @@ or the new one, never a truncated one; the result gets the permissions an ordina
 give (``0666`` less the umask). A killed writer can leave its temporary file behind:
 ``remove_temporaries`` clears them the next time the folder's owner starts.
 
+JSON has no numbers for NaN and infinity, which a diverged run's metrics hold: ``dumps_json``
+writes them as the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (so that strict parsers,
+``jq`` or JavaScript, read every file of the suite) and ``loads_json`` turns those strings back
+into floats.
+
 ``exclusive_lock`` is the one lock of the suite (data generation, image caches, runs, reproduction
 folders): an ``flock`` on a file, released by the kernel when its holder dies, so a crash never
 leaves a stale lock.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -26,7 +32,9 @@ __all__ = [
     "atomic_write",
     "atomic_write_json",
     "atomic_write_text",
+    "dumps_json",
     "exclusive_lock",
+    "loads_json",
     "remove_temporaries",
     "writable_folder",
 ]
@@ -71,9 +79,48 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write(path, lambda f: f.write(text), binary=False)
 
 
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _strict(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {key: _strict(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_strict(value) for value in obj]
+    return obj
+
+
+def _restored(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return _NON_FINITE.get(obj, obj)
+    if isinstance(obj, dict):
+        return {key: _restored(value) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_restored(value) for value in obj]
+    return obj
+
+
+def dumps_json(obj: Any, indent: int | None = None) -> str:
+    """``json.dumps(obj)`` as strict JSON: NaN and infinities as the strings ``"NaN"``, ``"Infinity"``
+    and ``"-Infinity"``."""
+    return json.dumps(_strict(obj), indent=indent, allow_nan=False)
+
+
+def loads_json(text: str) -> Any:
+    """``json.loads(text)`` with the strings of ``dumps_json`` (and bare ``NaN``, ``Infinity``, as
+    files written before it hold) read back as floats.
+
+    Raises:
+        json.JSONDecodeError: ``text`` is not JSON.
+    """
+    return _restored(json.loads(text))
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON."""
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+    """Atomically write ``obj`` as indented strict JSON (``dumps_json``)."""
+    atomic_write_text(path, dumps_json(obj, indent=2) + "\n")
 
 
 def remove_temporaries(folder: str | os.PathLike[str]) -> list[Path]:

@@ -1,3 +1,5 @@
+import json
+import math
 import multiprocessing
 import os
 import stat
@@ -8,7 +10,9 @@ from idspn_experiments.engine.io import (
     atomic_write,
     atomic_write_json,
     atomic_write_text,
+    dumps_json,
     exclusive_lock,
+    loads_json,
     remove_temporaries,
     writable_folder,
 )
@@ -92,3 +96,20 @@ def test_writable_folder_rejects_a_folder_it_cannot_write(tmp_path, monkeypatch)
 
 def test_writable_folder_creates_missing_parents(tmp_path):
     assert writable_folder(tmp_path / "a" / "b", "--out").is_dir()
+
+
+def test_json_files_are_strict_and_read_back_non_finite_numbers(tmp_path):
+    # A diverged run's metrics hold NaN and inf, which JSON has no numbers for: strict parsers
+    # (jq, JavaScript) must still read the file, and the suite must read the floats back.
+    metrics = {"loss": math.nan, "grad": [math.inf, -math.inf, 1.5], "name": "ok"}
+    atomic_write_json(tmp_path / "result.json", metrics)
+    text = (tmp_path / "result.json").read_text()
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    assert json.loads(text, parse_constant=refuse)["grad"][2] == 1.5  # strict JSON
+    back = loads_json(text)
+    assert math.isnan(back["loss"]) and back["grad"] == [math.inf, -math.inf, 1.5] and back["name"] == "ok"
+    assert math.isnan(loads_json('{"loss": NaN}')["loss"])  # files written before, with bare NaN
+    assert json.loads(dumps_json({"x": math.nan}), parse_constant=refuse) == {"x": "NaN"}
