@@ -59,7 +59,14 @@ from idspn_experiments.engine.checkpoint import (
 )
 from idspn_experiments.engine.config import ExperimentConfig, check_config, config_diff, config_to_dict
 from idspn_experiments.engine.distributed import DistContext, init_distributed
-from idspn_experiments.engine.io import atomic_write_json, atomic_write_text, exclusive_lock, remove_temporaries
+from idspn_experiments.engine.io import (
+    atomic_write_json,
+    atomic_write_text,
+    dumps_json,
+    exclusive_lock,
+    loads_json,
+    remove_temporaries,
+)
 from idspn_experiments.engine.spec import Batch, DataSplits, Experiment
 
 __all__ = [
@@ -305,7 +312,7 @@ def load_run_result(run_dir: str | Path) -> RunResult | None:
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text())
+        data = loads_json(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as err:
         raise ValueError(
             f"run result {str(path)!r} is not valid JSON ({err}); remove it to train the run again"
@@ -355,7 +362,7 @@ def _read_records(path: Path, notify: Callable[[str], None]) -> list[dict[str, A
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = loads_json(line)
         except json.JSONDecodeError:
             if i == len(lines) - 1:
                 notify(f"{path}: dropped a half-written last line (an interrupted write): {line[:60]!r}")
@@ -394,7 +401,7 @@ class _MetricLog:
                     f"{self.jsonl} holds no training records of steps {logged + 1}-{keep_until} (deleted or "
                     f"lost); the run resumes from its checkpoint at step {keep_until} without them"
                 )
-        atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in records))
+        atomic_write_text(self.jsonl, "".join(dumps_json(r) + "\n" for r in records))
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(["step", "split", "name", "value"])
@@ -411,7 +418,7 @@ class _MetricLog:
             return
         record = {"step": step, "split": split, **values}
         with self.jsonl.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(dumps_json(record) + "\n")
         buffer = io.StringIO()
         csv.writer(buffer).writerows(self._rows(record))
         with self.csv.open("a", newline="") as f:
@@ -435,6 +442,21 @@ def _stderr(message: str) -> None:
     print(f"idspn: {message}", file=sys.stderr, flush=True)
 
 
+_RESUMABLE_KEYS = ("config", "step", "model", "optimizer", "rng", "best", "wall_time_s", "train_time_s")
+
+
+def _check_resumable(path: Path, ckpt: dict[str, Any]) -> None:
+    """Raise ``CorruptCheckpoint`` unless ``ckpt`` is a training state that ``_fit`` wrote (e.g. not a
+    ``best.pt`` copied over ``last.pt``, nor a checkpoint of another format)."""
+    if ckpt.get("format") != _CHECKPOINT_FORMAT:
+        raise CorruptCheckpoint(
+            f"{path} is not a resumable checkpoint of format {_CHECKPOINT_FORMAT} (its format: {ckpt.get('format')!r})"
+        )
+    missing = [key for key in _RESUMABLE_KEYS if key not in ckpt]
+    if missing:
+        raise CorruptCheckpoint(f"{path} is not a resumable checkpoint: it lacks {', '.join(missing)}")
+
+
 def _resumable_checkpoint(last_path: Path, notify: Callable[[str], None]) -> dict[str, Any] | None:
     """The newest readable of ``last.pt`` and the ``last.pt.prev`` it replaced, or None if neither exists.
 
@@ -446,6 +468,7 @@ def _resumable_checkpoint(last_path: Path, notify: Callable[[str], None]) -> dic
     for path in candidates:
         try:
             ckpt = load_checkpoint(path)  # CPU: load_state_dict copies to the device
+            _check_resumable(path, ckpt)
         except CorruptCheckpoint as err:
             problems.append(str(err))
             continue
@@ -522,11 +545,17 @@ def fit(
 def _refuse_an_earlier_run(run_dir: Path, resume: bool | Literal["auto"], overwrite: bool) -> None:
     if resume or overwrite:
         return  # nothing to refuse: no look at the folder
-    found = [path.name for path in existing_checkpoints(run_dir / "last.pt")]
-    if found:
+    checkpoints = [path.name for path in existing_checkpoints(run_dir / "last.pt")]
+    results = [name for name in ("result.json", "best.pt") if (run_dir / name).exists()]
+    if checkpoints:
         raise ValueError(
-            f"{run_dir} already holds a run ({', '.join(found)}): pass resume=True (idspn train --resume) to "
-            "continue it, or choose another run_dir (--out)"
+            f"{run_dir} already holds a run ({', '.join(checkpoints)}): pass resume=True (idspn train "
+            "--resume) to continue it, or choose another run_dir (--out)"
+        )
+    if results:  # a finished run whose checkpoint was deleted: nothing to resume, its results to keep
+        raise ValueError(
+            f"{run_dir} already holds a run ({', '.join(results)}; no checkpoint to resume from): choose another "
+            "run_dir (--out), or remove its files to train there from the start"
         )
 
 
@@ -589,6 +618,7 @@ def _fit(
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
         best_step, best_value, best_val = ckpt["best"]["step"], ckpt["best"]["value"], ckpt["best"]["val"]
+        last_val = ckpt["best"].get("last_val", {})
         wall_before, train_time = ckpt["wall_time_s"], ckpt["train_time_s"]
         restore_rng_state(ckpt["rng"][ctx.rank])
         log.reset(keep_until=step)
@@ -633,7 +663,7 @@ def _fit(
                         "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "rng": rng_states,
-                        "best": {"step": best_step, "value": best_value, "val": best_val},
+                        "best": {"step": best_step, "value": best_value, "val": best_val, "last_val": last_val},
                         "wall_time_s": wall_time(),
                         "train_time_s": train_time,
                     },

@@ -256,6 +256,58 @@ def test_a_selection_metric_that_is_always_nan_reports_the_last_validation(tmp_p
     assert result.best_step == 4 and result.val["loss"] == 1.0 and math.isnan(result.val["accuracy"])
 
 
+def test_a_run_killed_in_its_test_evaluation_resumes_to_the_same_reported_validation(tmp_path, monkeypatch):
+    # With an always-NaN selection metric the report falls back to the last validation, which must
+    # survive a kill after the final checkpoint (during the test evaluation) and the resume after it.
+    import dataclasses
+
+    from idspn_experiments.engine import train
+
+    always_nan = dataclasses.replace(NUMBERING, summarize=lambda out, cfg: {"accuracy": float("nan"), "loss": 1.0})
+    cfg = _cfg(*_SHORT, "train.checkpoint_every=2")
+    whole = fit(always_nan, cfg, tmp_path / "whole", progress=False)
+    real = train.evaluate
+
+    def killed_in_test(*args, desc="eval", **kwargs):
+        if desc == "test":
+            raise KeyboardInterrupt
+        return real(*args, desc=desc, **kwargs)
+
+    monkeypatch.setattr(train, "evaluate", killed_in_test)
+    with pytest.raises(KeyboardInterrupt):
+        fit(always_nan, cfg, tmp_path / "killed", progress=False)
+    monkeypatch.setattr(train, "evaluate", real)
+    resumed = fit(always_nan, cfg, tmp_path / "killed", resume="auto", progress=False)
+    assert resumed.val["loss"] == whole.val["loss"] == 1.0 and math.isnan(resumed.val["accuracy"])
+    assert torch.load(tmp_path / "killed" / "best.pt", weights_only=True)["val"]["loss"] == 1.0
+
+
+def test_a_finished_run_without_its_checkpoint_is_not_overwritten(tmp_path):
+    cfg = _cfg("model.name=deepsets", "train.steps=2")
+    fit(NUMBERING, cfg, tmp_path, progress=False)
+    (tmp_path / "last.pt").unlink()  # deleted to save space: result.json and best.pt remain
+    before = (tmp_path / "result.json").read_bytes()
+    with pytest.raises(ValueError, match=r"already holds a run \(result.json, best.pt; no checkpoint"):
+        fit(NUMBERING, cfg, tmp_path, progress=False, overwrite=False)
+    assert (tmp_path / "result.json").read_bytes() == before
+
+
+def test_a_checkpoint_that_is_not_a_training_state_is_refused_naming_it(tmp_path):
+    import shutil
+
+    cfg = _cfg("model.name=deepsets", "train.steps=4", "train.checkpoint_every=2")
+    fit(NUMBERING, cfg, tmp_path, progress=False)
+    shutil.copy(tmp_path / "last.pt", tmp_path / "kept.pt")
+    shutil.copy(tmp_path / "best.pt", tmp_path / "last.pt")  # "restoring the checkpoint"
+    with pytest.raises(ValueError, match=r"last.pt is not a resumable checkpoint.*Remove"):
+        fit(NUMBERING, cfg, tmp_path, resume=True, progress=False)
+    # with the checkpoint it replaced still there, the resume falls back to it, saying so
+    (tmp_path / "kept.pt").rename(tmp_path / "last.pt.prev")
+    notices = []
+    resumed = fit(NUMBERING, cfg, tmp_path, resume=True, progress=False, notify=notices.append)
+    assert resumed.steps == 4 and "is not a resumable checkpoint" in notices[0] and "last.pt.prev" in notices[0]
+
+
 def test_a_split_smaller_than_the_number_of_processes_is_refused(tmp_path):
     import dataclasses
 
