@@ -334,6 +334,17 @@ def _finished_records(out_dir: Path, runs: Sequence[PlannedRun], budget: str) ->
     return records
 
 
+def _seeds_in_folder(out_dir: Path, keys: set[str]) -> set[int]:
+    """The seeds of the run folders ``out_dir/runs/<key>/seed<seed>`` present for any of ``keys``."""
+    seeds = set()
+    for key in keys:
+        for path in (out_dir / "runs" / key).glob("seed*"):
+            suffix = path.name[len("seed") :]
+            if path.is_dir() and suffix.isdigit():
+                seeds.add(int(suffix))
+    return seeds
+
+
 def _is_distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
@@ -393,7 +404,8 @@ def run_reproduction(
         log: where the one-line status messages go.
 
     Returns:
-        The records of all finished runs of the manifest, seed-major in plan order.
+        The records of the finished runs among the selected ones (``rows``, ``seeds``), seed-major
+        in plan order. The manifest and the tables cover every row and every seed in the folder.
 
     Raises:
         ValueError: for an unknown budget, executor or row, a non-positive ``workers``, SLURM
@@ -422,20 +434,25 @@ def run_reproduction(
     pending = [run for run in runs if run.id not in records]
     earlier_cost = sum(r.cost for r in runs if r.id in records)
     earlier_wall = sum(records[r.id].wall_time_s for r in runs if r.id in records)
+    keys = {r.key for r in (plan_runs(reproduction, budget, seeds) if rows else runs)}  # every row's
 
     def publish(final: bool = False) -> None:
-        """Rewrite the folder's shared files from every finished run on disk, under its lock."""
+        """Rewrite the folder's shared files from every finished run on disk, under its lock: every
+        row, and every seed run here or found in the folder, so that calls with other ``rows`` or
+        ``seeds`` (other machines) add to the table instead of replacing it."""
         if not main:
             return
         with exclusive_lock(out_dir / ".lock"):
-            records.update(_finished_records(out_dir, runs, budget))
-            for run_id in records:
-                status[run_id] = "finished"
-            ordered = [records[r.id] for r in runs if r.id in records]
-            _write_manifest(out_dir, reproduction, budget, runs, status)
-            write_results(out_dir, reproduction.name, reproduction.table, ordered, budget, seeds, note)
+            shown_seeds = tuple(sorted(set(seeds) | _seeds_in_folder(out_dir, keys)))
+            shown = plan_runs(reproduction, budget, shown_seeds) if rows or shown_seeds != seeds else runs
+            finished = _finished_records(out_dir, shown, budget)
+            records.update((r.id, finished[r.id]) for r in runs if r.id in finished)
+            status.update(dict.fromkeys(finished, "finished"))
+            ordered = [finished[r.id] for r in shown if r.id in finished]
+            _write_manifest(out_dir, reproduction, budget, shown, status)
+            write_results(out_dir, reproduction.name, reproduction.table, ordered, budget, shown_seeds, note)
             if final and reproduction.report is not None:
-                reproduction.report(out_dir, ordered, budget, seeds)
+                reproduction.report(out_dir, ordered, budget, shown_seeds)
 
     publish()
     log(

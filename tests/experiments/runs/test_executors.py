@@ -66,10 +66,32 @@ def test_rerun_skips_finished_runs(tmp_path):
     assert "4 runs, 4 finished earlier, 0 to run" in log[0] and len(log) == 1
     assert [r.test for r in again] == [r.test for r in records]
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/**/result.json")} == stamps
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert [r["status"] for r in manifest["runs"]] == ["finished"] * 4
+    manifest = json.loads((tmp_path / "manifest.json").read_text())  # the whole table: every row
+    selected = {run.id for run in plan_runs(QUIET, "smoke", rows=ROWS)}
+    assert len(manifest["runs"]) == 16
+    assert [r["status"] for r in manifest["runs"] if r["id"] in selected] == ["finished"] * 4
+    assert {r["status"] for r in manifest["runs"] if r["id"] not in selected} == {"missing"}
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results["runs"]) == 4 and results["reproduction"] == "autoencoding"
+
+
+def test_calls_with_other_rows_or_seeds_add_to_the_tables_instead_of_replacing_them(tmp_path):
+    # Two machines share a reproduction folder with --rows (and --seeds): the shared files show both.
+    # Finished runs are faked (a result.json of the planned config), so nothing trains.
+    from idspn_experiments.engine.io import atomic_write_json
+    from idspn_experiments.engine.train import RunResult
+
+    for run in plan_runs(QUIET, "smoke", seeds=(0, 1)):
+        result = RunResult("autoencoding", run.config, 6, 6, {"loss": 0.5}, {"loss": 0.5}, 1.0, 1.0, 0.1, 1, "cpu")
+        atomic_write_json(tmp_path / "runs" / run.id / "result.json", result.to_dict())
+    log = []
+    run_reproduction(QUIET, "smoke", tmp_path, rows=ROWS[:1], progress=False, log=log.append)
+    run_reproduction(QUIET, "smoke", tmp_path, rows=ROWS[1:], seeds=(1,), progress=False, log=log.append)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["seeds"] == [0, 1] and len(results["runs"]) == 2 * 16  # every row, both seeds
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert len(manifest["runs"]) == 2 * 16 and {r["status"] for r in manifest["runs"]} == {"finished"}
+    assert all("2 runs, 2 finished earlier, 0 to run" in line for line in log)  # each trained nothing
 
 
 def test_killed_sweep_runs_only_the_missing_runs_and_resumes_the_interrupted_one(tmp_path):
