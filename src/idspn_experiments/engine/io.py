@@ -1,10 +1,11 @@
 """Files that are never half-written, and one lock for one writer.
 
 A file is written to a temporary name in the same folder, flushed to disk and moved over the final
-name with ``os.replace`` (atomic on POSIX), so a process killed mid-write leaves either the old file
-or the new one, never a truncated one; the result gets the permissions an ordinary ``open`` would
-give (``0666`` less the umask). A killed writer can leave its temporary file behind:
-``remove_temporaries`` clears them the next time the folder's owner starts.
+name with ``os.replace`` (atomic on POSIX), then the folder is flushed too, so a process killed
+mid-write (or a power loss) leaves either the old file or the new one, never a truncated one; the
+result gets the permissions an ordinary ``open`` would give (``0666`` less the umask). A killed
+writer can leave its temporary file behind: ``remove_temporaries`` clears them the next time the
+folder's owner starts.
 
 JSON has no numbers for NaN and infinity, which a diverged run's metrics hold: ``dumps_json``
 writes them as the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (so that strict parsers,
@@ -43,9 +44,32 @@ _TMP_SUFFIX = ".tmp"
 
 
 def _umask() -> int:
+    """The process's umask, read without setting it where the kernel reports it (Linux): setting it,
+    even for an instant, would give a file that another thread creates meanwhile the wrong mode."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush ``folder``'s entries to disk, so that a rename into it survives a power loss (where the
+    system lets a folder be opened and synced)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object], binary: bool = True) -> None:
@@ -72,6 +96,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _sync_folder(path.parent)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
