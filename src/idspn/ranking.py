@@ -301,8 +301,8 @@ def use_sort_backend(name: str) -> Iterator[None]:
         set_sort_backend(previous)
 
 
-def _counts(x: Tensor) -> Tensor:
-    """Stable descending ranks along dim 1 of ``(B, N, L)`` in ``x``'s float dtype: how many
+def _ranks_by_counting(x: Tensor) -> Tensor:
+    """Stable descending ranks along dim 1 of ``(B, N, L)``, in ``x``'s float dtype: how many
     elements precede each.
 
     ``x_m`` precedes ``x_n`` if it is larger, or equal and earlier. Written for ``torch.compile``,
@@ -315,11 +315,6 @@ def _counts(x: Tensor) -> Tensor:
     this, other = x.unsqueeze(2), x.unsqueeze(1)  # (B, N, 1, L), (B, 1, M, L)
     precedes = (other > this) | ((other == this) & earlier)  # (B, N, M, L)
     return precedes.to(x.dtype).sum(2)  # (B, N, L)
-
-
-def _ranks_by_counting(x: Tensor) -> Tensor:
-    """``_counts`` as ``torch.long`` ranks."""
-    return _counts(x).long()
 
 
 def _ranks_by_elements(x: Tensor) -> Tensor:
@@ -382,7 +377,7 @@ def _ranks(keys: Tensor) -> Tensor:
     if keys.shape[1] == 0:
         return torch.empty(keys.shape, dtype=torch.long, device=keys.device)
     if keys.shape[1] <= _counting_max(keys):
-        return _ranks_by_counting(keys) if torch.compiler.is_compiling() else _ranks_by_elements(keys)
+        return _ranks_by_counting(keys).long() if torch.compiler.is_compiling() else _ranks_by_elements(keys)
     return _ranks_by_sorting(keys)
 
 
@@ -467,7 +462,7 @@ def _lookup_by_ranks(keys: Tensor, full: Tensor) -> Tensor:
     """
     n = keys.shape[1]
     if n <= ONE_HOT_MAX_COMPILED and full.requires_grad and keys.device.type == "cpu" and torch.compiler.is_compiling():
-        ranks = _counts(keys)  # (B, N, L) in the keys' float dtype: compared without integer vectors
+        ranks = _ranks_by_counting(keys)  # (B, N, L) in the keys' float dtype: compared without integer vectors
         hit = ranks.unsqueeze(2) == torch.arange(n, device=keys.device, dtype=keys.dtype).view(1, 1, n, 1)
         return torch.where(hit, full.unsqueeze(1), 0.0).sum(2)  # hit: (B, N, R, L)
     return full.gather(1, _ranks(keys))

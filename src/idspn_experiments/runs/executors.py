@@ -434,7 +434,8 @@ def run_reproduction(
     pending = [run for run in runs if run.id not in records]
     earlier_cost = sum(r.cost for r in runs if r.id in records)
     earlier_wall = sum(records[r.id].wall_time_s for r in runs if r.id in records)
-    keys = {r.key for r in (plan_runs(reproduction, budget, seeds) if rows else runs)}  # every row's
+    every_row = {seeds: plan_runs(reproduction, budget, seeds) if rows else runs}  # the table's runs, by seeds
+    keys = {r.key for r in every_row[seeds]}
 
     def publish(final: bool = False) -> None:
         """Rewrite the folder's shared files from every finished run on disk, under its lock: every
@@ -444,7 +445,9 @@ def run_reproduction(
             return
         with exclusive_lock(out_dir / ".lock"):
             shown_seeds = tuple(sorted(set(seeds) | _seeds_in_folder(out_dir, keys)))
-            shown = plan_runs(reproduction, budget, shown_seeds) if rows or shown_seeds != seeds else runs
+            if shown_seeds not in every_row:  # planned once per set of seeds, not at every publish
+                every_row[shown_seeds] = plan_runs(reproduction, budget, shown_seeds)
+            shown = every_row[shown_seeds]
             finished = _finished_records(out_dir, shown, budget)
             records.update((r.id, finished[r.id]) for r in runs if r.id in finished)
             status.update(dict.fromkeys(finished, "finished"))
