@@ -19,6 +19,7 @@ Data parallel on several processes (CPU: gloo, GPU: NCCL), unchanged otherwise::
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -317,6 +318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             import torch.distributed as dist
 
             if dist.is_available() and dist.is_initialized():
+                # Free what still holds the group (a DDP wrapper's reducer, in a reference cycle)
+                # first, so that the group is destroyed here and not while the interpreter shuts
+                # down, where gloo's threads can abort the process.
+                gc.collect()
                 dist.destroy_process_group()
 
 
