@@ -1,6 +1,7 @@
 import pytest
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from idspn import (
@@ -10,6 +11,7 @@ from idspn import (
     InnerLoopDivergence,
     ModuleSetEncoder,
     classify_equivariance,
+    decoders,
     hungarian_loss,
     project_simplex,
 )
@@ -531,3 +533,67 @@ def test_inputs_of_another_dtype_get_one_clear_error():
     with pytest.raises(ValueError, match=r"learned initial set is torch.float32 .*decoder\.to\(torch.float64\)"):
         converted_encoder_only(torch.randn(B, L, dtype=torch.float64))
     assert converted_encoder_only.double()(torch.randn(B, L, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_cg_solves_every_example_as_if_it_were_alone():
+    """An example that has converged stops changing while the rest of its batch goes on."""
+    gen = torch.Generator().manual_seed(3)
+
+    def spd(eigenvalues):
+        q, _ = torch.linalg.qr(torch.randn(len(eigenvalues), len(eigenvalues), generator=gen, dtype=torch.float64))
+        return q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.T
+
+    n = N * D
+    a = torch.stack([spd([1.0 + 0.1 * i for i in range(n)]), spd([10.0**-i for i in range(n)])])  # fast, slow
+    rhs = torch.randn(2, N, D, generator=gen, dtype=torch.float64)
+
+    def solve(a, rhs):
+        return decoders._conjugate_gradient(lambda d: (a @ d.flatten(1).unsqueeze(-1)).view_as(d), rhs, 40, 1e-4)
+
+    batched, alone = solve(a, rhs), solve(a[:1], rhs[:1])
+    assert torch.equal(batched[0], alone[0])
+    for k in range(2):
+        residual = rhs[k].flatten() - a[k] @ batched[k].flatten()
+        assert residual.norm() <= 1e-4 * rhs[k].norm()
+
+
+@pytest.mark.skipif(not torch.backends.cuda.is_built(), reason="fake CUDA tensors need a CUDA build of torch")
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(momentum=0.9, grad_clip=5.0, projection="simplex", fixed_dim=2),
+        dict(init="learned", reg=0.1),
+        dict(init="zeros", pooling="max"),
+        dict(pooling="sum"),
+    ],
+)
+def test_on_a_gpu_the_forward_stays_on_the_device_and_never_reads_a_value(config):
+    config = dict(config)
+    """Fake CUDA tensors (no GPU needed) take every branch the core takes off the CPU; an op that
+    mixed in a CPU tensor, or read a value to the host (a sync), would raise."""
+    with FakeTensorMode(allow_non_fake_inputs=True), torch.device("cuda"):
+        pooling = config.pop("pooling", "fspool")
+        enc = FSEncoder(config.get("fixed_dim", 0) + D, 16, L, pooling=pooling)  # made on the device: no .to()
+        dec = IDSPN(enc, N, D, iters=3, check_finite=False, **config)
+        z = torch.randn(B, L)
+        fixed = torch.randn(B, N, 2) if config.get("fixed_dim") else None
+        y = dec(z, fixed=fixed)
+        assert y.device.type == "cuda" and y.shape == (B, N, D)
+        y0 = torch.randn(B, N, D)
+        solution = decoders._conjugate_gradient(lambda d: 2 * d, y0, 5, 1e-6)  # the CG backward's solve
+        assert solution.device.type == "cuda"
+        dec.check_finite = True
+        with pytest.raises(DataDependentOutputException):  # the one read a checked forward makes
+            dec(z, fixed=fixed)
+
+
+@pytest.mark.parametrize("backward", ["approx", "unroll", "cg"])
+def test_forward_and_backward_run_on_the_meta_device(backward):
+    """Meta tensors have no values: a backward mode that read one (a host sync) would raise."""
+    with torch.device("meta"):
+        dec = _decoder(backward, iters=3)
+        z = torch.randn(B, L, dtype=torch.float64, requires_grad=True)
+        y = dec(z)
+        y.sum().backward()
+    assert y.device.type == "meta" and z.grad.device.type == "meta"
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in dec.encoder.parameters())

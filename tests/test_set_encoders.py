@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from idspn import FSEncoder, FSPool, MaxPool, MeanPool, ModuleSetEncoder, SumPool
 
@@ -313,3 +314,19 @@ def test_masked_encoder_compiles_and_vmaps_like_eager(pooling):
     empty = mask.clone()
     empty[1] = False  # eagerly on CPU an error (above); compiled, the empty set pools to 0
     assert torch.equal(torch.compile(enc, fullgraph=True)(x, empty)[1], torch.zeros(8))
+
+
+@pytest.mark.skipif(not torch.backends.cuda.is_built(), reason="fake CUDA tensors need a CUDA build of torch")
+@pytest.mark.parametrize("set_size", [None, 6])
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_on_a_gpu_a_masked_encoder_and_its_vjp_stay_on_the_device_and_never_read_a_value(pooling, set_size):
+    """Fake CUDA tensors (no GPU needed) take the branches the encoder takes off the CPU (canonical
+    keys, no mask check): an op that mixed in a CPU tensor or read a value to the host would raise."""
+    with FakeTensorMode(allow_non_fake_inputs=True), torch.device("cuda"):
+        enc = FSEncoder(set_dim=3, hidden_dim=16, latent_dim=5, set_size=set_size, pooling=pooling)
+        x = torch.randn(4, 6, 3)
+        mask = torch.ones(4, 6, dtype=torch.bool)
+        out, vjp = enc.value_and_vjp(x, mask)
+        grad = vjp(torch.randn(4, 5))
+        assert out.device.type == grad.device.type == enc(x, mask).device.type == "cuda"
+        assert grad.shape == x.shape

@@ -236,24 +236,34 @@ def attach_approx_implicit_grad(y_star: Tensor, step: Tensor) -> Tensor:
 
 
 def _conjugate_gradient(matvec: Callable[[Tensor], Tensor], rhs: Tensor, iters: int, tol: float) -> Tensor:
-    """Solve ``A x = rhs`` per example (A symmetric) with batched conjugate gradient."""
+    """Solve ``A x = rhs`` per example (A symmetric) with batched conjugate gradient.
+
+    An example stops changing once its residual is within ``tol * |rhs|``, so its solution does not
+    depend on the other examples of the batch or on how many iterations the loop runs after it has
+    converged. On CPU the loop ends when every example has converged (reading that costs nothing
+    there); elsewhere it runs all ``iters`` iterations, with no host synchronisation.
+    """
     x = torch.zeros_like(rhs)
     residual = rhs.clone()
     direction = residual.clone()
     sq_norm = _per_example_dot(residual, residual)  # (B,)
-    stop = (tol * rhs.flatten(1).norm(dim=1)) ** 2
+    stop = (tol * rhs.flatten(1).norm(dim=1)) ** 2  # (B,)
+    may_end_early = rhs.device.type == "cpu" and not torch.compiler.is_compiling()
     for _ in range(iters):
-        if bool((sq_norm <= stop).all()):
+        active = sq_norm > stop  # (B,): not converged yet
+        if may_end_early and not bool(active.any()):
             break
         a_dir = matvec(direction)
         curvature = _per_example_dot(direction, a_dir)
-        alpha = torch.where(curvature.abs() > 1e-30, sq_norm / curvature, torch.zeros_like(curvature))
-        x = x + alpha.view(-1, 1, 1) * direction
-        residual = residual - alpha.view(-1, 1, 1) * a_dir
+        moves = active & (curvature.abs() > 1e-30)
+        alpha = torch.where(moves, sq_norm / torch.where(moves, curvature, 1.0), 0.0).view(-1, 1, 1)
+        keep = active.view(-1, 1, 1)  # converged examples keep their solution, residual and direction
+        x = torch.where(keep, x + alpha * direction, x)
+        residual = torch.where(keep, residual - alpha * a_dir, residual)
         new_sq_norm = _per_example_dot(residual, residual)
         beta = torch.where(sq_norm > 0, new_sq_norm / sq_norm, torch.zeros_like(sq_norm))
-        direction = residual + beta.view(-1, 1, 1) * direction
-        sq_norm = new_sq_norm
+        direction = torch.where(keep, residual + beta.view(-1, 1, 1) * direction, direction)
+        sq_norm = torch.where(active, new_sq_norm, sq_norm)
     return x
 
 
@@ -372,7 +382,8 @@ class IDSPN(nn.Module):
         backward: ``"approx"`` (Eq. 9), ``"cg"`` (Appendix D) or ``"unroll"`` (DSPN).
         cg_iters: conjugate-gradient steps for ``backward="cg"``.
         cg_gamma: Hessian regularisation gamma of ``(H/gamma + I)``; None solves ``H u = v`` exactly.
-        cg_tol: relative residual at which CG stops early.
+        cg_tol: relative residual at which an example's CG solve stops (per example; on CPU the loop
+            ends once every example has; elsewhere it runs cg_iters, with no host synchronisation).
         compile: ``torch.compile`` one inner step (``fullgraph=True``): False (eager), True (mode
             ``"default"``) or a mode from ``COMPILE_MODES`` (``"reduce-overhead"`` uses CUDA graphs;
             pair it with ``check_finite=False``). The first call of each shape compiles (seconds).
