@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,7 @@ from pathlib import Path
 import numpy
 import torch
 
+from idspn_experiments.engine.allocator import SETTING, keep_freed_memory
 from idspn_experiments.engine.io import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -125,19 +127,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=30, help="timed calls of every part (median)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--malloc",
+        default="keep",
+        choices=["keep", "system"],
+        help="keep freed memory as `idspn train` does (engine.allocator), or glibc's own thresholds",
+    )
     parser.add_argument("--out", type=Path, help="also write the report to this markdown file")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    os.environ[SETTING] = args.malloc
+    keep_freed_memory()
     lines = [
         f"# Inner step by parts, {datetime.date.today().isoformat()}",
         "",
         f"Machine: {machine_label(device)}; torch {torch.__version__}, numpy {numpy.__version__} (its sort: the "
-        f"CPU sort backend), {args.threads} threads, batch {BATCH}, "
+        f"CPU sort backend), {args.threads} threads, batch {BATCH}, malloc {args.malloc}, "
         f"median of {args.rounds} calls. Command: `python benchmarks/inner_step_parts.py "
-        f"--tasks {' '.join(args.tasks)} --rounds {args.rounds}`",
+        f"--tasks {' '.join(args.tasks)} --rounds {args.rounds} --malloc {args.malloc}`",
         "",
     ]
     for task in args.tasks:

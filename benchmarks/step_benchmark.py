@@ -56,6 +56,8 @@ import numpy
 import torch
 import torch.nn.functional as F
 
+from idspn_experiments.engine.allocator import ENVIRONMENT, SETTING, keep_freed_memory
+
 BATCH = 128
 TASKS = ("autoencoding", "numbering")
 BACKWARDS = ("approx", "cg", "unroll")  # run by default
@@ -251,9 +253,18 @@ class Worker:
             self.process.wait(timeout=60)
 
 
-def own_worker(impl: str, device: torch.device, threads: int, src: str | None = None) -> Worker:
+def malloc_environment(malloc: str) -> dict[str, str]:
+    """This process's environment for a process that keeps freed memory or uses glibc's own thresholds."""
+    env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
+    if malloc == "keep":
+        env.update(ENVIRONMENT)
+    env[SETTING] = malloc
+    return env
+
+
+def own_worker(impl: str, device: torch.device, threads: int, malloc: str, src: str | None = None) -> Worker:
     """This script as a worker for ``impl``, importing ``idspn`` from ``src`` (default: as installed)."""
-    env = dict(os.environ)
+    env = malloc_environment(malloc)
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     command = [sys.executable, __file__, "--serve", impl, "--device", str(device), "--threads", str(threads)]
@@ -446,6 +457,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=COMMAND",
         help="an external program speaking the line protocol, e.g. the original code's adapter",
     )
+    parser.add_argument(
+        "--malloc",
+        nargs="+",
+        default=["keep"],
+        choices=["keep", "system"],
+        help="keep: workers keep freed memory as `idspn train` does (engine.allocator); system: glibc's own "
+        "thresholds. The first setting holds for every worker and this process; a second one adds a "
+        "worker per implementation of ours, named IMPL/SETTING",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of timing per configuration")
     parser.add_argument("--steps", type=int, default=2, help="steps per worker and round")
     parser.add_argument("--no-memory", action="store_true")
@@ -461,6 +481,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.iters, args.rounds, args.no_memory = [10, 20], 2, True
+    for name in ENVIRONMENT:  # the first setting holds for external workers and this process too
+        os.environ.pop(name, None)
+    os.environ.update(malloc_environment(args.malloc[0]))
+    keep_freed_memory()
     configs = [
         f"{task}/{b}/{i}"
         for task in args.tasks
@@ -468,9 +492,13 @@ def main(argv: list[str] | None = None) -> int:
         for b in args.backwards
         if not (task == "numbering" and b == "cg")
     ]
-    workers = [own_worker(impl, device, args.threads) for impl in args.impls]
+    workers = [own_worker(impl, device, args.threads, args.malloc[0]) for impl in args.impls]
+    for malloc in dict.fromkeys(m for m in args.malloc[1:] if m != args.malloc[0]):
+        for impl in args.impls:
+            workers.append(own_worker(impl, device, args.threads, malloc))
+            workers[-1].name = f"{impl}/{malloc}"
     if args.baseline_src:
-        workers.append(own_worker("eager", device, args.threads, args.baseline_src))
+        workers.append(own_worker("eager", device, args.threads, args.malloc[0], args.baseline_src))
         workers[-1].name = "baseline"
     for spec in args.worker:
         name, _, command = spec.partition("=")
@@ -500,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
         f"# Training step benchmark, {started:%Y-%m-%d}",
         "",
         f"Machine: {machine_label(device)}; torch {torch.__version__}, numpy {numpy.__version__}, "
-        f"{args.threads} threads per worker, batch {BATCH}. Command: `python benchmarks/step_benchmark.py {command}`",
+        f"{args.threads} threads per worker, batch {BATCH}, malloc {args.malloc[0]}. "
+        f"Command: `python benchmarks/step_benchmark.py {command}`",
         "",
         "Seconds per training step (median over rounds, implementations timed in turn); a ratio above 1 is how "
         f"many times slower that implementation is than `{reference}`.",

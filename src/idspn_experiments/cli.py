@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from idspn_experiments.engine.allocator import keep_freed_memory
+
 __all__ = ["main", "build_parser"]
 
 _EXTRA = ("tqdm", "matplotlib", "PIL", "torchvision")  # what the experiments extra brings
@@ -304,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        keep_freed_memory()  # every command that trains or evaluates runs inner loops on the CPU
         return _COMMANDS[args.command](args)
     except ModuleNotFoundError as err:
         code = _missing_extra(err, args.command)

@@ -69,6 +69,12 @@ def test_overrides_are_checked(tmp_path, capsys):
     assert "'train.steps': expected int" in capsys.readouterr().err
 
 
+def test_a_bad_malloc_setting_is_an_error_naming_the_variable(capsys, monkeypatch):
+    monkeypatch.setenv("IDSPN_MALLOC", "tcmalloc")
+    assert main(["list"]) == 2
+    assert "IDSPN_MALLOC must be one of keep, system, got 'tcmalloc'" in capsys.readouterr().err
+
+
 def test_data_commands_plug_in_through_the_registry(monkeypatch, capsys):
     seen = {}
 

@@ -45,6 +45,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 from tqdm import tqdm
 
+from idspn_experiments.engine.allocator import keep_freed_memory
 from idspn_experiments.engine.board import BoardLog
 from idspn_experiments.engine.checkpoint import (
     CorruptCheckpoint,
@@ -521,7 +522,8 @@ def fit(
         The run's result, identical on every process; None when stopped by ``stop_at_step``.
 
     Raises:
-        ValueError: on a config of another experiment or out of range, a batch size not divisible
+        ValueError: on a config of another experiment or out of range, a bad ``IDSPN_MALLOC``
+            (``engine.allocator``), a batch size not divisible
             by the number of processes, or a checkpoint that cannot be resumed (another config or
             world size, or unreadable together with its predecessor), or a run to overwrite
             without ``overwrite``.
@@ -532,6 +534,7 @@ def fit(
     if resume not in (False, True, "auto"):
         raise ValueError(f"resume must be False, True or 'auto', got {resume!r}")
     check_config(cfg)
+    keep_freed_memory()  # no page faults for the temporaries every step frees and allocates again
     run_dir = Path(run_dir)
     ctx = init_distributed(cfg.device)
     _refuse_an_earlier_run(run_dir, resume, overwrite)  # said first, also while another process trains there
