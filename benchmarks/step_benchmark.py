@@ -523,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     header = ["config", *(f"{n} s/step" for n in names), *(f"{n} / {reference}" for n in others)]
     if memory:
         header.append("peak MiB (eager)")
-    command = " ".join(argv if argv is not None else sys.argv[1:])
+    command = shlex.join(argv if argv is not None else sys.argv[1:])
     lines = [
         f"# Training step benchmark, {started:%Y-%m-%d}",
         "",

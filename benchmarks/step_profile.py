@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import re
+import shlex
 import statistics
 import sys
 import time
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine_label(device)}; torch {torch.__version__}, numpy {numpy.__version__}, "
         f"{args.threads} threads, batch {BATCH}, {args.impl}, {args.steps} profiled steps per configuration. "
         "Command: "
-        f"`python benchmarks/step_profile.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        f"`python benchmarks/step_profile.py {shlex.join(argv if argv is not None else sys.argv[1:])}`",
         "",
         "| config | step ms | profiled step ms | matrix products ms | share | bound (1 / share) | "
         "largest other items (ms) |",
