@@ -43,7 +43,7 @@ from idspn_experiments.engine.allocator import SETTING, keep_freed_memory
 from idspn_experiments.engine.io import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_benchmark import BATCH, TASKS, inner_state, machine_label, time_parts  # noqa: E402
+from step_benchmark import BATCH, TASKS, command_line, inner_state, machine_label, time_parts  # noqa: E402
 
 RATE_TARGETS = {"autoencoding": 0.85, "numbering": 0.70}  # the FLOP rates the compiled step aims at
 
@@ -146,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Machine: {machine_label(device)}; torch {torch.__version__}, numpy {numpy.__version__} (its sort: the "
         f"CPU sort backend), {args.threads} threads, batch {BATCH}, malloc {args.malloc}, "
-        f"median of {args.rounds} calls. Command: `python benchmarks/inner_step_parts.py "
-        f"--tasks {' '.join(args.tasks)} --rounds {args.rounds} --malloc {args.malloc}`",
+        f"median of {args.rounds} calls. Command: `{command_line('inner_step_parts.py', argv)}`",
         "",
     ]
     for task in args.tasks:

@@ -419,6 +419,11 @@ def inner_step_rates(task: str, device: torch.device, rounds: int) -> dict[str, 
 # --- the report -------------------------------------------------------------------------------------
 
 
+def command_line(script: str, argv: list[str] | None) -> str:
+    """The command that wrote a report, quoted so that it can be pasted back into a shell."""
+    return shlex.join(["python", f"benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])])
+
+
 def machine_label(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -523,13 +528,12 @@ def main(argv: list[str] | None = None) -> int:
     header = ["config", *(f"{n} s/step" for n in names), *(f"{n} / {reference}" for n in others)]
     if memory:
         header.append("peak MiB (eager)")
-    command = shlex.join(argv if argv is not None else sys.argv[1:])
     lines = [
         f"# Training step benchmark, {started:%Y-%m-%d}",
         "",
         f"Machine: {machine_label(device)}; torch {torch.__version__}, numpy {numpy.__version__}, "
         f"{args.threads} threads per worker, batch {BATCH}, malloc {args.malloc[0]}. "
-        f"Command: `python benchmarks/step_benchmark.py {command}`",
+        f"Command: `{command_line('step_benchmark.py', argv)}`",
         "",
         "Seconds per training step (median over rounds, implementations timed in turn); a ratio above 1 is how "
         f"many times slower that implementation is than `{reference}`.",

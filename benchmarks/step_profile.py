@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import re
-import shlex
 import statistics
 import sys
 import time
@@ -41,7 +40,7 @@ from torch.profiler import ProfilerActivity, profile
 from idspn_experiments.engine.io import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_benchmark import BATCH, build, machine_label  # noqa: E402
+from step_benchmark import BATCH, build, command_line, machine_label  # noqa: E402
 
 MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 DEFAULT_CONFIGS = [
@@ -123,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Machine: {machine_label(device)}; torch {torch.__version__}, numpy {numpy.__version__}, "
         f"{args.threads} threads, batch {BATCH}, {args.impl}, {args.steps} profiled steps per configuration. "
-        "Command: "
-        f"`python benchmarks/step_profile.py {shlex.join(argv if argv is not None else sys.argv[1:])}`",
+        f"Command: `{command_line('step_profile.py', argv)}`",
         "",
         "| config | step ms | profiled step ms | matrix products ms | share | bound (1 / share) | "
         "largest other items (ms) |",
