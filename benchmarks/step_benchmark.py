@@ -57,6 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from idspn_experiments.engine.allocator import ENVIRONMENT, SETTING, keep_freed_memory
+from idspn_experiments.engine.train import adam
 
 BATCH = 128
 TASKS = ("autoencoding", "numbering")
@@ -104,7 +105,7 @@ def autoencoding(backward: str, iters: int, device: torch.device, impl: str = "e
         backward=backward,
         **_decoder_kwargs(impl, device),
     ).to(device)
-    opt = torch.optim.Adam(list(set_encoder.parameters()) + list(decoder.parameters()), lr=1e-3)
+    opt = adam([*set_encoder.parameters(), *decoder.parameters()], lr=1e-3)
     x = torch.randn(BATCH, n, d, device=device)
 
     def forward() -> Any:
@@ -142,7 +143,7 @@ def numbering(backward: str, iters: int, device: torch.device, impl: str = "eage
         **_decoder_kwargs(impl, device),
     ).to(device)
     input_encoder = FSEncoder(classes, hidden, hidden, set_size=n).to(device)
-    opt = torch.optim.Adam(list(decoder.parameters()) + list(input_encoder.parameters()), lr=1e-3)
+    opt = adam([*decoder.parameters(), *input_encoder.parameters()], lr=1e-3)
     labels = torch.randint(0, classes, (BATCH, n), device=device)
     x = F.one_hot(labels, classes).float()  # (B, N, C)
     order = torch.argsort(labels, dim=1, stable=True)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from idspn_experiments.engine.config import apply_overrides, load_config
-from idspn_experiments.engine.train import StepBatchSampler, evaluate, fit, learning_rate, load_run_result
+from idspn_experiments.engine.train import StepBatchSampler, adam, evaluate, fit, learning_rate, load_run_result
 from idspn_experiments.numbering.config import NumberingConfig
 from idspn_experiments.numbering.task import NUMBERING
 
@@ -46,6 +46,25 @@ def test_learning_rate_schedule():
 
 
 # --- evaluation --------------------------------------------------------------------------------
+
+
+def test_adam_is_fused_where_torch_has_the_kernel_and_makes_the_loops_update():
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(3))]
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    start = [p.detach().clone() for p in params]
+    fused, loop = adam(params, lr=1e-2), torch.optim.Adam(copies, lr=1e-2)
+    assert fused.defaults["fused"] and not loop.defaults["fused"]
+    for step in range(3):
+        for p, c in zip(params, copies, strict=True):
+            p.grad = torch.randn_like(p, generator=torch.Generator().manual_seed(step))
+            c.grad = p.grad.clone()
+        fused.step(), loop.step()
+    for p, c, p0 in zip(params, copies, start, strict=True):
+        torch.testing.assert_close(p, c)
+        assert not torch.equal(p, p0)
+    on_meta = adam([torch.nn.Parameter(torch.empty(2, device="meta"))], lr=1e-3)
+    assert not on_meta.defaults["fused"]  # no fused kernel there: the per-tensor loop
 
 
 def test_evaluate_is_deterministic_and_leaves_the_rng_alone():
