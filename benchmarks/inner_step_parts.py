@@ -67,12 +67,13 @@ def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]
     x = problem._encoder_input(state.y)  # (B, N, F + D)
     with torch.no_grad():
         h = encoder.lin2(encoder.lin1(x).relu())  # (B, N, L): FSEncoder's element MLP
-    duplicates = duplicate_index(x)
-    pooled_with = _exact_duplicates(h, x, None, encoder.pool, own=True)  # None where FSEncoder copies in place
+    table = encoder.fingerprint_table
+    duplicates = duplicate_index(x, table)
+    pooled_with = _exact_duplicates(h, x, None, encoder.pool, True, table)  # None where FSEncoder copies in place
 
     kinds: dict[str, Callable[[], object]] = {
         "inner step": lambda: inner_step(problem, optimizer, state.y, state.buf),
-        "duplicate index": lambda: duplicate_index(x),
+        "duplicate index": lambda: duplicate_index(x, table),
         "ranks": lambda: descending_ranks(h),
     }
     if pooled_with is None:

@@ -57,7 +57,6 @@ import torch
 import torch.nn.functional as F
 
 from idspn_experiments.engine.allocator import ENVIRONMENT, SETTING, keep_freed_memory
-from idspn_experiments.engine.train import adam
 
 BATCH = 128
 TASKS = ("autoencoding", "numbering")
@@ -86,6 +85,13 @@ def _decoder_kwargs(impl: str, device: torch.device) -> dict[str, Any]:
     return {}
 
 
+def _adam(params: list[torch.nn.Parameter]) -> torch.optim.Adam:
+    """Adam at lr 1e-3, fused as the training engine's (``engine.train.adam``) on CPU and CUDA. Made
+    here, not imported from the engine, so that every worker steps the same optimiser whichever
+    revision of the library it imports (``--baseline-src``)."""
+    return torch.optim.Adam(params, lr=1e-3, fused=True)
+
+
 def autoencoding(backward: str, iters: int, device: torch.device, impl: str = "eager") -> Setup:
     from idspn import IDSPN, FSEncoder, hungarian_loss
 
@@ -105,7 +111,7 @@ def autoencoding(backward: str, iters: int, device: torch.device, impl: str = "e
         backward=backward,
         **_decoder_kwargs(impl, device),
     ).to(device)
-    opt = adam([*set_encoder.parameters(), *decoder.parameters()], lr=1e-3)
+    opt = _adam([*set_encoder.parameters(), *decoder.parameters()])
     x = torch.randn(BATCH, n, d, device=device)
 
     def forward() -> Any:
@@ -143,7 +149,7 @@ def numbering(backward: str, iters: int, device: torch.device, impl: str = "eage
         **_decoder_kwargs(impl, device),
     ).to(device)
     input_encoder = FSEncoder(classes, hidden, hidden, set_size=n).to(device)
-    opt = adam([*decoder.parameters(), *input_encoder.parameters()], lr=1e-3)
+    opt = _adam([*decoder.parameters(), *input_encoder.parameters()])
     labels = torch.randint(0, classes, (BATCH, n), device=device)
     x = F.one_hot(labels, classes).float()  # (B, N, C)
     order = torch.argsort(labels, dim=1, stable=True)
@@ -238,8 +244,11 @@ class Worker:
 
     def request(self, **request: Any) -> dict[str, Any]:
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):  # it died before reading (e.g. at an import): its cells stay empty
+            return {"ok": False, "error": f"worker {self.name} exited with code {self.process.wait()}"}
         line = self.process.stdout.readline()
         if not line:
             return {"ok": False, "error": f"worker {self.name} exited with code {self.process.wait()}"}

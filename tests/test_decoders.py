@@ -378,7 +378,9 @@ def test_without_the_duplicate_rule_the_same_rounding_breaks_equivariance(monkey
     _ulp_noise(monkeypatch)
     import idspn.set_encoders
 
-    monkeypatch.setattr(idspn.set_encoders, "duplicate_index", lambda x: torch.arange(x.shape[1]).expand(x.shape[:2]))
+    monkeypatch.setattr(
+        idspn.set_encoders, "duplicate_index", lambda x, table=None: torch.arange(x.shape[1]).expand(x.shape[:2])
+    )
     f = _decoder_function()
     assert classify_equivariance(f, set_size=6, set_dim=3, trials=2) is Equivariance.NONE
 

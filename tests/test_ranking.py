@@ -3,7 +3,9 @@ import itertools
 import pytest
 import torch
 from torch._inductor.utils import run_and_get_code
+from torch._subclasses.fake_tensor import FakeTensorMode
 
+import idspn.ranking
 from idspn.ranking import (
     COUNTING_MAX_COMPILED,
     ONE_HOT_MAX_COMPILED,
@@ -13,6 +15,7 @@ from idspn.ranking import (
     copy_first_occurrences_,
     descending_ranks,
     duplicate_index,
+    fingerprint_table,
     get_sort_backend,
     lookup_by_rank,
     set_sort_backend,
@@ -260,3 +263,39 @@ def test_an_empty_set_has_empty_ranks_lookups_and_duplicates():
     assert ranks.shape == (2, 0, 3) and ranks.dtype == torch.long
     assert lookup_by_rank(x, table).shape == (2, 0, 3)
     assert duplicate_index(x).shape == (2, 0) and duplicate_index(x).dtype == torch.long
+
+
+def _rows_with_duplicates() -> torch.Tensor:
+    x = torch.randn(3, 7, 5)
+    x[:, 4] = x[:, 1]
+    x[0, 6] = x[0, 1]
+    x[2, 5] = x[2, 0]
+    return x
+
+
+def test_a_fingerprint_table_finds_the_duplicates_the_cache_finds():
+    x = _rows_with_duplicates()  # five float32 features: ten 16-bit words per row
+    expected = torch.tensor([[0, 1, 2, 3, 1, 5, 1], [0, 1, 2, 3, 1, 5, 6], [0, 1, 2, 3, 1, 0, 6]])
+    assert torch.equal(duplicate_index(x), expected)
+    assert torch.equal(duplicate_index(x, fingerprint_table(10)), expected)
+    assert torch.equal(duplicate_index(x, fingerprint_table(64)), expected)  # longer: its first rows
+    compiled = torch.compile(duplicate_index, fullgraph=True)
+    assert torch.equal(compiled(x, fingerprint_table(10)), expected)
+    assert fingerprint_table(10).dtype == torch.int64 and fingerprint_table(10).shape == (10, 3)
+    for table in (fingerprint_table(9), fingerprint_table(10).double(), fingerprint_table(10)[:, :2]):
+        with pytest.raises(ValueError, match="table must be an integer"):
+            duplicate_index(x, table)
+    with pytest.raises(ValueError, match="table must be on the rows' device"):
+        duplicate_index(x, fingerprint_table(10).to("meta"))
+    for words in (0, -3, 2.0, True):
+        with pytest.raises(ValueError, match="words must be a positive int"):
+            fingerprint_table(words)
+
+
+def test_a_fake_call_leaves_no_fake_multipliers_for_later_real_calls(monkeypatch):
+    monkeypatch.setattr(idspn.ranking, "_MULTIPLIERS", {})
+    x = _rows_with_duplicates()
+    with FakeTensorMode(allow_non_fake_inputs=True):  # e.g. torch.export or make_fx tracing the encoder
+        duplicate_index(torch.empty(3, 7, 5))
+    assert all(type(t) is torch.Tensor for t in idspn.ranking._MULTIPLIERS.values())
+    assert duplicate_index(x)[0].tolist() == [0, 1, 2, 3, 1, 5, 1]

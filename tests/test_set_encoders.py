@@ -330,3 +330,39 @@ def test_on_a_gpu_a_masked_encoder_and_its_vjp_stay_on_the_device_and_never_read
         grad = vjp(torch.randn(4, 5))
         assert out.device.type == grad.device.type == enc(x, mask).device.type == "cuda"
         assert grad.shape == x.shape
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_compiled_off_the_cpu_the_encoders_graphs_read_no_cpu_tensor(masked, monkeypatch):
+    """Off the CPU (here the meta device, which runs no kernels) every tensor that a compiled graph of
+    the encoder reads must be on that device: a CPU one, such as a constant of the library's code,
+    would be copied to the GPU in every call and keep CUDA graphs from capturing the step. The
+    fingerprint multipliers come from the encoder's buffer, not from a cache filled inside the graph."""
+    import idspn.ranking
+
+    monkeypatch.setattr(idspn.ranking, "_MULTIPLIERS", {})  # nothing filled by an earlier eager call
+    devices = []
+
+    def recording_backend(gm, example_inputs):
+        devices.extend(t.device.type for t in example_inputs if isinstance(t, torch.Tensor))
+        return gm.forward
+
+    enc = FSEncoder(set_dim=3, hidden_dim=16, latent_dim=5, set_size=6).to("meta")
+    x, v = torch.randn(4, 6, 3, device="meta"), torch.randn(4, 5, device="meta")
+    mask = torch.ones(4, 6, dtype=torch.bool, device="meta") if masked else None
+
+    def value_and_grad(x, v):
+        out, vjp = enc.value_and_vjp(x, mask)
+        return out, vjp(v)
+
+    out, grad = torch.compile(value_and_grad, backend=recording_backend, fullgraph=True)(x, v)
+    pooled = torch.compile(enc, backend=recording_backend, fullgraph=True)(x, mask)
+    assert out.device.type == grad.device.type == pooled.device.type == "meta"
+    assert devices and set(devices) == {"meta"}
+
+
+def test_the_fingerprint_table_moves_with_the_encoder_and_is_not_saved():
+    enc = FSEncoder(set_dim=3, hidden_dim=16, latent_dim=5).double().to("meta")
+    assert enc.fingerprint_table.device.type == "meta" and enc.fingerprint_table.dtype == torch.int64
+    assert enc.fingerprint_table.shape == (16, 3)  # four words per float64 feature, a mask column
+    assert "fingerprint_table" not in enc.state_dict()

@@ -16,7 +16,9 @@ where they fall in their tiles. ``duplicate_index`` finds the exact duplicates a
 encoder's *input*, and every duplicate gets the features of its first occurrence before ranking,
 so the tie rule applies whatever the arithmetic did: ``canonical_keys`` returns ranking keys with
 those rows copied (no host synchronisation, any device), ``copy_first_occurrences_`` copies them
-into the features in place (on CPU: no copy of the features at all when nothing repeats).
+into the features in place (on CPU: no copy of the features at all when nothing repeats). An
+encoder keeps the fingerprints' multipliers as a buffer (``fingerprint_table``), so that a compiled
+graph on a GPU reads them on the GPU.
 
 How the ranks are computed depends on where the code runs, not on what it computes (each way is
 tested against ``torch.sort(stable=True)``):
@@ -55,6 +57,7 @@ __all__ = [
     "copy_first_occurrences_",
     "descending_ranks",
     "duplicate_index",
+    "fingerprint_table",
     "get_sort_backend",
     "lookup_by_rank",
     "set_sort_backend",
@@ -96,8 +99,37 @@ _MULTIPLIER_TABLE = torch.from_numpy(_multiplier_values(3 * 4096))
 _MULTIPLIERS: dict[tuple[int, torch.device], Tensor] = {}
 
 
-def _fingerprint_multipliers(width: int, device: torch.device) -> Tensor:
-    """``(width, 3)`` float64: the fixed pseudo-random integers in ``[0, q)``, three per word."""
+def fingerprint_table(words: int) -> Tensor:
+    """``(words, 3)`` int64 on CPU: the multipliers that fingerprint rows of up to ``words`` 16-bit
+    words (a float32 feature is two words, a float64 one four).
+
+    ``duplicate_index`` finds them in a cache per device, filled on first use. Code that may run
+    compiled off the CPU before any eager call, such as an encoder's forward, keeps this table as
+    a module buffer instead and passes it (``duplicate_index(x, table)``): the buffer moves with the
+    module (``.to(device)``) and reaches a compiled graph on its device, where the cache, filled
+    inside the graph, would hand it a CPU constant to copy to the device in every call.
+    """
+    if not isinstance(words, int) or isinstance(words, bool) or words < 1:
+        raise ValueError(f"words must be a positive int, got {words!r}")
+    if 3 * words <= _MULTIPLIER_TABLE.numel():
+        values = _MULTIPLIER_TABLE[: 3 * words]
+    else:
+        values = torch.from_numpy(_multiplier_values(3 * words))
+    return values.view(words, 3).long()
+
+
+def _fingerprint_multipliers(width: int, device: torch.device, table: Tensor | None) -> Tensor:
+    """``(width, 3)``: the fixed pseudo-random integers in ``[0, q)``, three per word (float64 from
+    the cache, int64 from a ``table`` of ``fingerprint_table``)."""
+    if table is not None:
+        if table.is_floating_point() or table.dim() != 2 or table.shape[1] != 3 or table.shape[0] < width:
+            raise ValueError(
+                f"table must be an integer (words, 3) tensor from fingerprint_table with words >= {width} "
+                f"(the 16-bit words of a row), got {table.dtype} {tuple(table.shape)}"
+            )
+        if table.device != device:
+            raise ValueError(f"table must be on the rows' device {device}, got {table.device}")
+        return table[:width]
     key = (width, device)
     multipliers = _MULTIPLIERS.get(key)
     if multipliers is None:
@@ -106,7 +138,7 @@ def _fingerprint_multipliers(width: int, device: torch.device) -> Tensor:
         else:
             values = torch.from_numpy(_multiplier_values(3 * width))
         multipliers = values.view(width, 3).to(device)
-        if not torch.compiler.is_compiling():
+        if type(multipliers) is Tensor and not torch.compiler.is_compiling():  # not a fake or traced tensor
             _MULTIPLIERS[key] = multipliers
     return multipliers
 
@@ -125,7 +157,7 @@ def _sums_of_halves(words: Tensor, multipliers: Tensor) -> Tensor:
     return torch.stack([(low * m[:, 0, k] + high * m[:, 1, k]).sum(-1) for k in range(3)], dim=-1)
 
 
-def _row_fingerprints(x: Tensor) -> Tensor:
+def _row_fingerprints(x: Tensor, table: Tensor | None = None) -> Tensor:
     """``(B, N, D) -> (B, N)`` int64 fingerprint of every row's bits (equal rows: equal prints).
 
     Each row's bits, read as 16-bit integers ``w_j``, are hashed three times as ``sum_j a_j w_j mod
@@ -146,11 +178,11 @@ def _row_fingerprints(x: Tensor) -> Tensor:
     width = words.shape[-1]
     if width * 2**15 * _FINGERPRINT_PRIME >= 2**53:
         raise ValueError(f"rows of {width} 16-bit words are too wide to fingerprint; got shape {tuple(x.shape)}")
-    multipliers = _fingerprint_multipliers(width, x.device)  # (W, 3)
+    multipliers = _fingerprint_multipliers(width, x.device, table)  # (W, 3)
     if torch.compiler.is_compiling() and x.element_size() >= 4:
         sums = _sums_of_halves(x.view(torch.int32), multipliers.long())  # (B, N, 3)
     else:
-        sums = (words.to(torch.float64) @ multipliers).long()  # (B, N, 3), exact integers
+        sums = (words.to(torch.float64) @ multipliers.to(torch.float64)).long()  # (B, N, 3), exact integers
     residues = sums.remainder(_FINGERPRINT_PRIME)  # (B, N, 3) in [0, q)
     q = _FINGERPRINT_PRIME
     return (residues[..., 0] * q + residues[..., 1]) * q + residues[..., 2]  # (B, N), below q^3 < 2^60
@@ -164,7 +196,7 @@ def _rows_at(x: Tensor, index: Tensor) -> Tensor:
     return x.flatten(0, 1).index_select(0, rows).view_as(x)
 
 
-def duplicate_index(x: Tensor) -> Tensor:
+def duplicate_index(x: Tensor, table: Tensor | None = None) -> Tensor:
     """Position of the first row equal to each row, within its set.
 
     ``out[b, n]`` is the smallest ``m`` with ``x[b, m] == x[b, n]`` (all features equal in value), so
@@ -175,13 +207,15 @@ def duplicate_index(x: Tensor) -> Tensor:
 
     Args:
         x: ``(B, N, D)`` floating tensor, e.g. the input of a set encoder.
+        table: the fingerprint multipliers, ``fingerprint_table(words)`` on ``x``'s device for rows of
+            up to ``words`` 16-bit words (an encoder's buffer); None: from a cache per device.
 
     Returns:
         ``(B, N)`` long tensor.
     """
     if x.shape[1] == 0:
         return torch.empty(x.shape[:2], dtype=torch.long, device=x.device)  # an empty set repeats nothing
-    prints = _row_fingerprints(x)  # (B, N)
+    prints = _row_fingerprints(x, table)  # (B, N)
     same = prints.unsqueeze(2) == prints.unsqueeze(1)  # (B, N, N): [b, n, m]
     candidate = same.to(torch.uint8).argmax(dim=2)  # (B, N): first m with the same fingerprint
     x = x.detach()

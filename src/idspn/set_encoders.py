@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module_hooks
 from torch.nn.utils import parametrize
 
-from .ranking import canonical_keys, copy_first_occurrences_, duplicate_index, lookup_by_rank
+from .ranking import canonical_keys, copy_first_occurrences_, duplicate_index, fingerprint_table, lookup_by_rank
 
 __all__ = [
     "SetEncoder",
@@ -326,14 +326,16 @@ _POOL_TYPES = (FSPool, SumPool, MeanPool, MaxPool)
 # --- the encoder -------------------------------------------------------------------------------
 
 
-def _duplicates(x: Tensor, mask: Tensor | None) -> Tensor:
+def _duplicates(x: Tensor, mask: Tensor | None, table: Tensor | None) -> Tensor:
     """``duplicate_index`` of the input rows, where a present and a padded row are never equal."""
     if mask is not None:
         x = torch.cat([x, mask.unsqueeze(-1).to(x.dtype)], dim=-1)  # (B, N, D + 1)
-    return duplicate_index(x)
+    return duplicate_index(x, table)
 
 
-def _exact_duplicates(h: Tensor, x: Tensor, mask: Tensor | None, pool: nn.Module, own: bool) -> Tensor | None:
+def _exact_duplicates(
+    h: Tensor, x: Tensor, mask: Tensor | None, pool: nn.Module, own: bool, table: Tensor | None
+) -> Tensor | None:
     """Make the features ``h`` of equal input rows equal, for ``pool`` to rank.
 
     On CPU, where ``h`` is the encoder's ``own`` (``lin2``'s output, which nothing has saved for a
@@ -341,10 +343,11 @@ def _exact_duplicates(h: Tensor, x: Tensor, mask: Tensor | None, pool: nn.Module
     nothing for the pooling to do (None). Otherwise the ``duplicates`` index, with which the pooling
     ranks canonical keys (``ranking.canonical_keys``), with no host synchronisation. A pooling that
     ranks nothing (sum, mean: ``ranks_elements`` False) needs no duplicates, so none are looked for.
+    ``table``: the encoder's fingerprint multipliers (``ranking.fingerprint_table``).
     """
     if not getattr(pool, "ranks_elements", True):
         return None
-    duplicates = _duplicates(x, mask)
+    duplicates = _duplicates(x, mask, table)
     if h.device.type != "cpu" or not own:
         return duplicates
     copy_first_occurrences_(h.detach(), duplicates)
@@ -426,6 +429,12 @@ class FSEncoder(SetEncoder):
         self.pooling = pooling
         self.lin1 = nn.Linear(set_dim, hidden_dim)
         self.lin2 = nn.Linear(hidden_dim, latent_dim)
+        self.fingerprint_table: Tensor
+        # The multipliers of the input rows' fingerprints (``ranking.duplicate_index``): rows of up to
+        # set_dim + 1 features (a mask column) of up to four 16-bit words (float64). A buffer, so that
+        # it moves with the encoder and reaches a compiled graph on its device; not saved (a constant).
+        table = fingerprint_table(4 * (set_dim + 1)).to(self.lin1.weight.device)  # e.g. under `with torch.device(...)`
+        self.register_buffer("fingerprint_table", table, persistent=False)
 
     def _check_input(self, x: Tensor, mask: Tensor | None) -> None:
         check_set(x, "x", set_dim=self.set_dim)
@@ -437,7 +446,8 @@ class FSEncoder(SetEncoder):
         self._check_input(x, mask)
         x = _zero_padding(x, mask)  # (B, N, D)
         h = self.lin2(F.relu(self.lin1(x)))  # (B, N, L)
-        return self.pool(h, mask, _exact_duplicates(h, x, mask, self.pool, own=self.fused_is_exact()))
+        own = self.fused_is_exact()
+        return self.pool(h, mask, _exact_duplicates(h, x, mask, self.pool, own, self.fingerprint_table))
 
     def fused_is_exact(self) -> bool:
         """Whether the fused ``value_and_vjp`` computes the gradient of this module's ``forward``.
@@ -476,7 +486,7 @@ class FSEncoder(SetEncoder):
         relu_vjp = _relu_and_vjp if torch.compiler.is_compiling() else _relu_and_vjp_eager
         act, relu_back = relu_vjp(pre)  # (B, N, H)
         h = F.linear(act, self.lin2.weight, self.lin2.bias)  # (B, N, L)
-        duplicates = _exact_duplicates(h, x, mask, self.pool, own=True)
+        duplicates = _exact_duplicates(h, x, mask, self.pool, True, self.fingerprint_table)
         weights = self.pool.element_weights(h, mask, duplicates)  # (B|1, N|1, L|1)
         out = (_zero_padding(h, mask) * weights).sum(1)  # (B, L), as forward: padding never reaches it
 
