@@ -93,3 +93,22 @@ def test_hungarian_loss_in_half_precision(dtype):
     full = hungarian_loss(pred, target, "huber")
     half = hungarian_loss(pred.to(dtype), target.to(dtype), "huber")
     assert half.dtype == dtype and torch.allclose(half.float(), full, atol=2e-2, rtol=2e-2)
+
+
+def test_compiled_first_the_decoders_graph_reads_only_cuda_tensors(monkeypatch):
+    """Compiled before any eager call, no graph of the inner step takes a CPU tensor (which would be
+    copied to the GPU in every step and keep CUDA graphs from capturing it)."""
+    import idspn.ranking
+
+    monkeypatch.setattr(idspn.ranking, "_MULTIPLIERS", {})
+    devices = []
+
+    def recording_backend(gm, example_inputs):
+        devices.extend(t.device.type for t in example_inputs if isinstance(t, torch.Tensor))
+        return gm.forward
+
+    decoder = _decoder("cuda")
+    z, fixed, y0, _ = _inputs("cuda")
+    step = torch.compile(decoder.forward, backend=recording_backend)
+    assert step(z, init_set=y0, fixed=fixed).device.type == "cuda"
+    assert devices and set(devices) == {"cuda"}
