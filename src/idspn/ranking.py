@@ -133,11 +133,7 @@ def _fingerprint_multipliers(width: int, device: torch.device, table: Tensor | N
     key = (width, device)
     multipliers = _MULTIPLIERS.get(key)
     if multipliers is None:
-        if 3 * width <= _MULTIPLIER_TABLE.numel():
-            values = _MULTIPLIER_TABLE[: 3 * width]
-        else:
-            values = torch.from_numpy(_multiplier_values(3 * width))
-        multipliers = values.view(width, 3).to(device)
+        multipliers = fingerprint_table(width).to(device, torch.float64)
         if type(multipliers) is Tensor and not torch.compiler.is_compiling():  # not a fake or traced tensor
             _MULTIPLIERS[key] = multipliers
     return multipliers
