@@ -5,7 +5,10 @@ numbering n = 64 with 68 -> 256 -> 256 and the simplex projection), each part of
 timed alone, eagerly and compiled with ``torch.compile(fullgraph=True)``, all in turn in one process:
 
 * ``inner step``: the whole step (``idspn.decoders.inner_step``), as ``IDSPN`` runs it;
-* ``matrix products``: its four matrix products alone (what the FLOP rate is measured against);
+* ``matrix products``: its four matrix products alone (what the FLOP rate is measured against), by
+  the matrix-product backend the step uses (``idspn.onednn_linear``; on CPU oneDNN by default), and
+  ``matrix products by ATen``: the same by ATen's kernels (``set_matmul_backend("aten")``), the
+  row that shows why the oneDNN backend exists;
 * ``duplicate index``: the exact duplicates among the encoder's input rows (``ranking.duplicate_index``);
 * ``ranks``: the stable descending ranks of the element features (``ranking.descending_ranks``);
   for sets long enough to be sorted, also eagerly with ``torch.sort`` in place of the default
@@ -51,6 +54,7 @@ RATE_TARGETS = {"autoencoding": 0.85, "numbering": 0.70}  # the FLOP rates the c
 def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]:
     """The callables to time for ``task``: each part eagerly and compiled, and the matrix products."""
     from idspn.decoders import inner_step
+    from idspn.onednn_linear import use_matmul_backend
     from idspn.projections import project_simplex
     from idspn.ranking import (
         COUNTING_MAX_EAGER,
@@ -92,6 +96,13 @@ def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]
                 return descending_ranks(h)
 
         parts["ranks by torch.sort, eager"] = ranks_by_torch_sort
+    products = state.matrix_products()
+
+    def products_by_aten() -> object:
+        with use_matmul_backend("aten"):
+            return products()
+
+    parts["matrix products by ATen, eager"] = products_by_aten
     return parts
 
 

@@ -17,7 +17,9 @@ decoder forward without grad: the inner loop alone, with none of a training step
 Implementations run in worker processes that speak one line protocol (JSON per line on stdin and
 stdout: ``{"op": "setup", "config": ...}``, ``{"op": "time", "config": ..., "steps": k}`` answered
 by ``{"ok": true, "seconds": [...]}``, ``{"op": "quit"}``), so that very different code can be timed
-in one run: this library eager (``eager``) and with ``IDSPN(compile=True)`` (``compiled``), another
+in one run: this library eager (``eager``) and with ``IDSPN(compile=True)`` (``compiled``), either
+with the fused gradient's matrix products by ATen instead of oneDNN (``eager-aten``,
+``compiled-aten``: ``idspn.onednn_linear.set_matmul_backend("aten")``), another
 revision of it (``--baseline-src DIR``, e.g. a ``git worktree`` of an older commit), and any external
 program (``--worker NAME=COMMAND``). Only one worker runs at a time. Every configuration is timed
 round after round, the implementations in turn with the order rotated, so that a change of the
@@ -26,7 +28,7 @@ machine's speed during the run hits them alike; the table gives medians and rati
 Then, in this process: the peak memory of a step (the growth of the resident set, or
 ``torch.cuda.max_memory_allocated``, in a fresh single-threaded process per configuration), and the
 FLOP rate of one no-grad inner step, eager and compiled: the time of its four matrix products alone
-over the time of the step, timed in turn.
+(by the matrix-product backend the step uses) over the time of the step, timed in turn.
 
 Usage::
 
@@ -77,7 +79,14 @@ class Setup:
     inner_shapes: list[tuple[int, int, int]]  # (rows, in, out) of each inner-step matmul
 
 
+# This library's implementations: eager, one compiled inner step, CUDA graphs of it; "-aten": the
+# same with the fused gradient's matrix products by ATen (``set_matmul_backend("aten")``), not oneDNN.
+ATEN = "-aten"
+IMPLS = ["eager", "compiled", "cuda-graphs", "eager" + ATEN, "compiled" + ATEN]
+
+
 def _decoder_kwargs(impl: str, device: torch.device) -> dict[str, Any]:
+    impl = impl.removesuffix(ATEN)
     if impl == "compiled":
         return {"compile": True}
     if impl == "cuda-graphs":
@@ -205,6 +214,10 @@ def _sync(device: torch.device) -> None:
 
 def serve(impl: str, device: torch.device) -> None:
     """Answer the line protocol on stdin/stdout for this library as ``impl`` (a worker process)."""
+    if impl.endswith(ATEN):
+        from idspn.onednn_linear import set_matmul_backend
+
+        set_matmul_backend("aten")
     steps: dict[str, Callable[[], None]] = {}
     for line in sys.stdin:
         request = json.loads(line)
@@ -373,11 +386,13 @@ class InnerState:
 
     def matrix_products(self) -> Callable[[], object]:
         """The step's four matrix products alone, on random operands of their shapes."""
+        from idspn.onednn_linear import linear
+
         device = self.y.device
         mats = [
             (torch.randn(r, i, device=device), torch.randn(i, o, device=device)) for r, i, o in self.setup.inner_shapes
         ]
-        return lambda: [a @ b for a, b in mats]
+        return lambda: [linear(a, b.t()) for a, b in mats]  # by the matmul backend the step uses
 
 
 def inner_state(task: str, device: torch.device) -> InnerState:
@@ -457,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         "--impls",
         nargs="+",
         default=["eager", "compiled"],
-        choices=["eager", "compiled", "cuda-graphs"],
+        choices=IMPLS,
         help="this library's implementations to time",
     )
     parser.add_argument(

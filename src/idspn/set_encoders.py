@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module_hooks
 from torch.nn.utils import parametrize
 
+from .onednn_linear import linear
 from .ranking import canonical_keys, copy_first_occurrences_, duplicate_index, fingerprint_table, lookup_by_rank
 
 __all__ = [
@@ -476,23 +477,24 @@ class FSEncoder(SetEncoder):
 
         The ReLU pattern and the pooling weights are piecewise constant in ``x``, so the product is
         exact wherever g is differentiable, and differentiable in ``v``, the parameters and ``x``.
-        Falls back to ``SetEncoder.value_and_vjp`` unless ``fused_is_exact()``.
+        Falls back to ``SetEncoder.value_and_vjp`` unless ``fused_is_exact()``. Its matrix products
+        run by ``onednn_linear.linear`` (oneDNN's kernels on CPU unless ``set_matmul_backend("aten")``).
         """
         if not self.fused_is_exact():
             return super().value_and_vjp(x, mask)
         self._check_input(x, mask)
         x = _zero_padding(x, mask)  # (B, N, D)
-        pre = F.linear(x, self.lin1.weight, self.lin1.bias)  # (B, N, H)
+        pre = linear(x, self.lin1.weight, self.lin1.bias)  # (B, N, H)
         relu_vjp = _relu_and_vjp if torch.compiler.is_compiling() else _relu_and_vjp_eager
         act, relu_back = relu_vjp(pre)  # (B, N, H)
-        h = F.linear(act, self.lin2.weight, self.lin2.bias)  # (B, N, L)
+        h = linear(act, self.lin2.weight, self.lin2.bias)  # (B, N, L)
         duplicates = _exact_duplicates(h, x, mask, self.pool, True, self.fingerprint_table)
         weights = self.pool.element_weights(h, mask, duplicates)  # (B|1, N|1, L|1)
         out = (_zero_padding(h, mask) * weights).sum(1)  # (B, L), as forward: padding never reaches it
 
         def vjp(v: Tensor) -> Tensor:
             grad_h = weights * v.unsqueeze(1)  # (B, N, L)
-            grad_pre = relu_back(grad_h @ self.lin2.weight)  # (B, N, H)
-            return grad_pre @ self.lin1.weight  # (B, N, D)
+            grad_pre = relu_back(linear(grad_h, self.lin2.weight.t()))  # (B, N, H)
+            return linear(grad_pre, self.lin1.weight.t())  # (B, N, D)
 
         return out, vjp
