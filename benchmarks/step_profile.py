@@ -2,7 +2,8 @@
 
 A training step of ``step_benchmark.py`` (same models, same configurations) is run for a few steps
 under ``torch.profiler`` after a warm-up, and the wall time of those steps is set against the self
-time of their matrix products (``aten::mm``, ``addmm``, ``bmm``, ``baddbmm``) in the same steps;
+time of their matrix products (``aten::mm``, ``addmm``, ``bmm``, ``baddbmm``; oneDNN's
+``mkldnn::_linear_pointwise``) in the same steps;
 the largest other items are listed (compiled, inductor's kernels are profiled one by one). With
 the products taking a share ``s`` of the step, no rewrite of everything else makes the step more
 than ``1 / s`` times faster (short of faster matrix products), so a step that is ``r`` times as
@@ -42,7 +43,8 @@ from idspn_experiments.engine.io import atomic_write_text
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_benchmark import BATCH, build, command_line, machine_label  # noqa: E402
 
-MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+# ATen's products, and oneDNN's (idspn.onednn_linear: the fused gradient's on CPU)
+MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise")
 DEFAULT_CONFIGS = [
     f"{task}/{backward}/10" for task in ("autoencoding", "numbering") for backward in ("approx", "unroll")
 ]

@@ -160,3 +160,17 @@ def test_the_encoders_fused_gradient_is_the_same_by_either_backend():
         ref_grad = ref_vjp(v)
     torch.testing.assert_close(out, ref_out)
     torch.testing.assert_close(vjp(v), ref_grad)
+
+
+def test_the_encoders_forward_takes_the_backend_unless_a_hook_needs_its_modules():
+    torch.manual_seed(0)
+    encoder = FSEncoder(5, 16, 12, set_size=6)
+    x = torch.randn(3, 6, 5)
+    out = encoder(x)
+    assert _runs_onednn(lambda: encoder(x))
+    with use_matmul_backend("aten"):
+        torch.testing.assert_close(encoder(x), out)
+    calls = []
+    encoder.lin2.register_forward_hook(lambda module, args, output: calls.append(output.shape))
+    assert not _runs_onednn(lambda: encoder(x))
+    assert calls == [(3, 6, 12)]

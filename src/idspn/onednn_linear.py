@@ -1,4 +1,4 @@
-"""The matrix products of ``FSEncoder``'s fused gradient on CPU: ATen's or oneDNN's.
+"""The matrix products of ``FSEncoder`` and its fused gradient on CPU: ATen's or oneDNN's.
 
 An inner step is mostly two ``(B * N, H) x (H, L)`` products and their transposes (the element MLP
 and its input gradient), so their speed is the step's. On CPU, ATen runs a float32 product through

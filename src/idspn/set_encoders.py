@@ -443,11 +443,18 @@ class FSEncoder(SetEncoder):
         check_mask(mask, x)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``(B, N, D) -> (B, L)``; padded elements (``mask`` False) do not change the result."""
+        """``(B, N, D) -> (B, L)``; padded elements (``mask`` False) do not change the result.
+
+        Unmodified (``fused_is_exact()``), its products run by ``onednn_linear.linear`` as the fused
+        gradient's do; otherwise through the ``lin1`` and ``lin2`` modules, hooks and all."""
         self._check_input(x, mask)
         x = _zero_padding(x, mask)  # (B, N, D)
-        h = self.lin2(F.relu(self.lin1(x)))  # (B, N, L)
         own = self.fused_is_exact()
+        if own:
+            pre = linear(x, self.lin1.weight, self.lin1.bias)  # (B, N, H)
+            h = linear(F.relu(pre), self.lin2.weight, self.lin2.bias)  # (B, N, L)
+        else:
+            h = self.lin2(F.relu(self.lin1(x)))  # (B, N, L)
         return self.pool(h, mask, _exact_duplicates(h, x, mask, self.pool, own, self.fingerprint_table))
 
     def fused_is_exact(self) -> bool:
