@@ -2,10 +2,10 @@
 
 An inner step is mostly two ``(B * N, H) x (H, L)`` products and their transposes (the element MLP
 and its input gradient), so their speed is the step's. On CPU, ATen runs a float32 product through
-MKL, which picks its kernels by processor vendor: on AMD processors it runs its AVX2 code even where
-the processor has AVX-512. oneDNN, shipped in the same torch build, picks its kernels by
-instruction set and runs AVX-512 ones there (``benchmarks/inner_step_parts.py`` times both at the
-inner loop's shapes; docs/benchmarks.md).
+MKL, which chooses its kernels by processor vendor; oneDNN, shipped in the same torch build,
+chooses them by instruction set, and on an AMD EPYC with AVX-512 runs these products at about
+twice MKL's rate (``benchmarks/inner_step_parts.py`` times both at the inner loop's shapes;
+docs/benchmarks.md).
 
 ``linear(x, weight, bias)`` is ``F.linear`` computed by oneDNN where the backend is ``"onednn"``
 (the default where this torch build has oneDNN) and the tensors are float32 on the CPU, and by
