@@ -136,6 +136,8 @@ def test_other_dtypes_empty_inputs_and_the_aten_choice_take_f_linear():
     assert not _runs_onednn(lambda: linear(x, w, b))
     x, w, b = _operands()
     assert not _runs_onednn(lambda: linear(x[:0], w, b))
+    with pytest.raises(RuntimeError):  # F.linear's own error for a weight of the wrong rank
+        linear(x, w.unsqueeze(0), b)
     assert linear(x[:0], w, b).shape == (0, 6, 3)
     with use_matmul_backend("aten"):
         assert not _runs_onednn(lambda: linear(x, w, b))

@@ -169,11 +169,11 @@ def _uses_onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     return (
         _matmul_backend == "onednn"
         and bool(torch.backends.mkldnn.enabled)
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and (bias is None or bias.dtype == torch.float32)
+        and x.device.type == weight.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and (bias is None or (bias.device.type == "cpu" and bias.dtype == torch.float32 and bias.dim() == 1))
         and x.dim() >= 2
+        and weight.dim() == 2
         and x.numel() > 0
         and weight.numel() > 0
     )
