@@ -18,7 +18,7 @@ Implementations run in worker processes that speak one line protocol (JSON per l
 stdout: ``{"op": "setup", "config": ...}``, ``{"op": "time", "config": ..., "steps": k}`` answered
 by ``{"ok": true, "seconds": [...]}``, ``{"op": "quit"}``), so that very different code can be timed
 in one run: this library eager (``eager``) and with ``IDSPN(compile=True)`` (``compiled``), either
-with the fused gradient's matrix products by ATen instead of oneDNN (``eager-aten``,
+with ``FSEncoder``'s matrix products by ATen instead of oneDNN (``eager-aten``,
 ``compiled-aten``: ``idspn.onednn_linear.set_matmul_backend("aten")``), another
 revision of it (``--baseline-src DIR``, e.g. a ``git worktree`` of an older commit), and any external
 program (``--worker NAME=COMMAND``). Only one worker runs at a time. Every configuration is timed
@@ -80,7 +80,7 @@ class Setup:
 
 
 # This library's implementations: eager, one compiled inner step, CUDA graphs of it; "-aten": the
-# same with the fused gradient's matrix products by ATen (``set_matmul_backend("aten")``), not oneDNN.
+# same with FSEncoder's matrix products by ATen (``set_matmul_backend("aten")``), not oneDNN.
 ATEN = "-aten"
 IMPLS = ["eager", "compiled", "cuda-graphs", "eager" + ATEN, "compiled" + ATEN]
 

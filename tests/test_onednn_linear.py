@@ -99,6 +99,7 @@ def test_torch_func_transforms_equal_those_of_f_linear():
         torch.func.grad(lambda w: _loss(linear, x0, w, b))(w), torch.func.grad(lambda w: _loss(F.linear, x0, w, b))(w)
     )
     torch.testing.assert_close(torch.func.vmap(lambda x: linear(x, w, b))(x0), F.linear(x0, w, b))
+    assert not _runs_onednn(lambda: torch.func.grad(lambda w: _loss(linear, x0, w, b))(w))  # F.linear's rules
     ws = torch.randn(4, 3, 5)  # a weight per batch element
     torch.testing.assert_close(
         torch.func.vmap(lambda x, w: linear(x, w, b))(x0, ws), torch.func.vmap(lambda x, w: F.linear(x, w, b))(x0, ws)
@@ -112,6 +113,50 @@ def test_torch_func_transforms_equal_those_of_f_linear():
         torch.func.jacrev(lambda w: linear(x0, w, b))(w.detach()),
         torch.func.jacrev(lambda w: F.linear(x0, w, b))(w.detach()),
     )
+
+
+def test_compiled_torch_func_takes_f_linear_and_its_gradients():
+    x, w, b = _operands()
+    x0 = x.detach()
+    compiled = torch.compile(torch.func.grad(lambda w: _loss(linear, x0, w, b)), fullgraph=True)
+    torch.testing.assert_close(compiled(w.detach()), torch.func.grad(lambda w: _loss(F.linear, x0, w, b))(w.detach()))
+    t = torch.randn_like(x0)
+    jvp = torch.compile(lambda x, t: torch.func.jvp(lambda x: linear(x, w, b), (x,), (t,))[1], fullgraph=True)
+    torch.testing.assert_close(jvp(x0, t), F.linear(t, w))
+
+
+def test_nested_forward_mode_keeps_the_mixed_term():
+    x, w = torch.randn(4, 5), torch.randn(2, 5)
+
+    def inner(c):
+        return torch.func.jvp(lambda a: linear(a, c), (x,), (torch.ones_like(x),))[1]
+
+    mixed = torch.func.jvp(inner, (w,), (torch.ones_like(w),))[1]
+    torch.testing.assert_close(mixed, torch.full((4, 2), 5.0))
+
+
+def test_bias_shapes_and_strides_onednn_cannot_read_take_f_linear():
+    x, w, _ = _operands()
+    for bias in (torch.randn(6)[::2], torch.randn(1).expand(3), torch.randn(1)):
+        assert not _runs_onednn(lambda bias=bias: linear(x, w, bias))
+        torch.testing.assert_close(linear(x, w, bias), F.linear(x, w, bias))
+    with pytest.raises(RuntimeError):  # F.linear's shape error, not oneDNN's
+        linear(x, w[:, :4])
+
+
+def test_autocast_casts_as_for_f_linear():
+    x, w, b = _operands()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert linear(x, w, b).dtype == F.linear(x, w, b).dtype == torch.bfloat16
+
+
+def test_a_frozen_weight_keeps_no_input_for_the_backward():
+    x, w, b = _operands()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
+        linear(x, w.detach(), b.detach())
+    assert tuple(x.shape) not in [tuple(s) for s in saved]
+    assert _runs_onednn(lambda: linear(x, w.detach(), b.detach()))
 
 
 def test_compiled_forward_and_backward_call_the_custom_op_and_equal_eager():
