@@ -44,8 +44,13 @@ MATMUL_BACKENDS = ("aten", "onednn")
 
 
 def onednn_available() -> bool:
-    """Whether this torch build has oneDNN's dense linear product (x86 and ARM CPU builds do)."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    """Whether this torch build has oneDNN's dense linear product (and the check ``linear`` makes
+    for ``torch.func`` transforms): else the backend is ``"aten"``."""
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        and hasattr(torch._C, "_are_functorch_transforms_active")
+    )
 
 
 _matmul_backend = "onednn" if onednn_available() else "aten"
