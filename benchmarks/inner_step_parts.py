@@ -73,7 +73,8 @@ def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]
         h = encoder.lin2(encoder.lin1(x).relu())  # (B, N, L): FSEncoder's element MLP
     table = encoder.fingerprint_table
     duplicates = duplicate_index(x, table)
-    pooled_with = _exact_duplicates(h, x, None, encoder.pool, True, table)  # None where FSEncoder copies in place
+    # None where FSEncoder copies the duplicates' features in place
+    pooled_with = _exact_duplicates(h, x, None, encoder.pool, own=True, table=table)
 
     kinds: dict[str, Callable[[], object]] = {
         "inner step": lambda: inner_step(problem, optimizer, state.y, state.buf),

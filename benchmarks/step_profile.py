@@ -43,7 +43,7 @@ from idspn_experiments.engine.io import atomic_write_text
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_benchmark import BATCH, build, command_line, machine_label  # noqa: E402
 
-# ATen's products, and oneDNN's (idspn.onednn_linear: the fused gradient's on CPU)
+# ATen's products, and oneDNN's (idspn.onednn_linear: FSEncoder's on CPU)
 MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise")
 DEFAULT_CONFIGS = [
     f"{task}/{backward}/10" for task in ("autoencoding", "numbering") for backward in ("approx", "unroll")

@@ -343,40 +343,48 @@ def test_readme_example_trains():
 
 def _ulp_noise(monkeypatch):
     """Make every linear layer round equal rows differently by position, as some BLAS kernels do:
-    one ulp up at a fixed scattered subset of the (position, feature) pairs."""
-    linear = torch.nn.functional.linear
+    one ulp up at a fixed scattered subset of the (position, feature) pairs. Both kinds of product
+    the encoders run get it: ``F.linear`` and the oneDNN backend's (``idspn.onednn_linear``)."""
+    import idspn.onednn_linear
 
-    def noisy(x, weight, bias=None):
-        out = linear(x, weight, bias)
-        if out.dim() != 3:
-            return out
-        positions = torch.arange(out.shape[1]).view(-1, 1)
-        features = torch.arange(out.shape[2]).view(1, -1)
-        pattern = (positions * 31 + features * 17) % 5 < 2  # (N, L)
-        return torch.where(pattern, out.nextafter(torch.full_like(out, float("inf"))), out)
+    def noisy(product):
+        def product_with_noise(x, weight, bias=None):
+            out = product(x, weight, bias)
+            if out.dim() != 3:
+                return out
+            positions = torch.arange(out.shape[1]).view(-1, 1)
+            features = torch.arange(out.shape[2]).view(1, -1)
+            pattern = (positions * 31 + features * 17) % 5 < 2  # (N, L)
+            return torch.where(pattern, out.nextafter(torch.full_like(out, float("inf"))), out)
 
-    monkeypatch.setattr(torch.nn.functional, "linear", noisy)
+        return product_with_noise
+
+    monkeypatch.setattr(torch.nn.functional, "linear", noisy(torch.nn.functional.linear))
+    monkeypatch.setattr(idspn.onednn_linear, "_onednn_linear", noisy(idspn.onednn_linear._onednn_linear))
 
 
-def _decoder_function(hooked: bool = False, **kwargs):
+def _decoder_function(hooked: bool = False, dtype: torch.dtype = torch.float64, **kwargs):
     torch.manual_seed(0)
-    enc = FSEncoder(set_dim=3, hidden_dim=16, latent_dim=8).double()
+    enc = FSEncoder(set_dim=3, hidden_dim=16, latent_dim=8).to(dtype)
     if hooked:  # a hook that changes nothing: the encoder ranks canonical keys, as it does off the CPU
         enc.lin2.register_forward_hook(lambda module, args, out: None)
-    dec = IDSPN(enc, set_size=6, set_dim=3, iters=5, momentum=0.9, **kwargs).double()
-    z = torch.randn(1, 8, dtype=torch.float64)
+    dec = IDSPN(enc, set_size=6, set_dim=3, iters=5, momentum=0.9, **kwargs).to(dtype)
+    z = torch.randn(1, 8, dtype=dtype)
     return lambda y0: dec(z, init_set=y0.unsqueeze(0))[0].detach()
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32 (oneDNN products)"])
 @pytest.mark.parametrize("hooked", [False, True], ids=["copied in place", "canonical keys"])
 @pytest.mark.parametrize("compile", [False, True])
-def test_equal_elements_tie_by_position_whatever_the_rounding(monkeypatch, compile, hooked):
+def test_equal_elements_tie_by_position_whatever_the_rounding(monkeypatch, compile, hooked, dtype):
     _ulp_noise(monkeypatch)
-    f = _decoder_function(hooked, compile=compile)
-    assert classify_equivariance(f, set_size=6, set_dim=3, trials=2) is Equivariance.EXCLUSIVELY_MULTISET
+    f = _decoder_function(hooked, dtype, compile=compile)
+    got = classify_equivariance(f, set_size=6, set_dim=3, trials=2, dtype=dtype)
+    assert got is Equivariance.EXCLUSIVELY_MULTISET
 
 
-def test_without_the_duplicate_rule_the_same_rounding_breaks_equivariance(monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32 (oneDNN products)"])
+def test_without_the_duplicate_rule_the_same_rounding_breaks_equivariance(monkeypatch, dtype):
     # The control: ranking the noisy features as they are lets the noise decide the ties.
     _ulp_noise(monkeypatch)
     import idspn.set_encoders
@@ -384,8 +392,8 @@ def test_without_the_duplicate_rule_the_same_rounding_breaks_equivariance(monkey
     monkeypatch.setattr(
         idspn.set_encoders, "duplicate_index", lambda x, table=None: torch.arange(x.shape[1]).expand(x.shape[:2])
     )
-    f = _decoder_function()
-    assert classify_equivariance(f, set_size=6, set_dim=3, trials=2) is Equivariance.NONE
+    f = _decoder_function(dtype=dtype)
+    assert classify_equivariance(f, set_size=6, set_dim=3, trials=2, dtype=dtype) is Equivariance.NONE
 
 
 # --- composing with torch.func and torch.compile ---------------------------------------------------

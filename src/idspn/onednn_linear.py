@@ -106,10 +106,9 @@ def _rows(x: Tensor) -> Tensor:
 
 
 def _save(ctx: Any, inputs: tuple[Tensor, Tensor, Tensor | None], output: Tensor) -> None:
-    x, weight, bias = inputs
+    x, weight, _ = inputs
     # What each gradient needs, as ATen's products save: x for the weight's, the weight for x's.
     ctx.save_for_backward(x if weight.requires_grad else None, weight if x.requires_grad else None)
-    ctx.has_bias = bias is not None
 
 
 def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
@@ -120,7 +119,7 @@ def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Ten
         grad_x = linear(grad, weight.t())  # (..., K)
     if ctx.needs_input_grad[1]:
         grad_weight = linear(_rows(grad).t(), _rows(x).t())  # (O, K)
-    if ctx.has_bias and ctx.needs_input_grad[2]:
+    if ctx.needs_input_grad[2]:  # False for a bias of None
         grad_bias = _rows(grad).sum(0)  # (O,)
     return grad_x, grad_weight, grad_bias
 
@@ -133,11 +132,11 @@ def _uses_onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     wrong shape, is ``F.linear``'s."""
     return (
         _matmul_backend == "onednn"
+        and x.device.type == weight.device.type == "cpu"  # first: other devices skip the process checks
+        and x.dtype == weight.dtype == torch.float32
         and bool(torch.backends.mkldnn.enabled)
         and not torch.is_autocast_enabled("cpu")  # autocast casts F.linear's operands; it would not cast ours
         and not torch._C._are_functorch_transforms_active()  # torch.func: F.linear's own rules
-        and x.device.type == weight.device.type == "cpu"
-        and x.dtype == weight.dtype == torch.float32
         and x.dim() >= 2
         and weight.dim() == 2
         and x.shape[-1] == weight.shape[1]

@@ -455,7 +455,7 @@ class FSEncoder(SetEncoder):
             h = linear(F.relu(pre), self.lin2.weight, self.lin2.bias)  # (B, N, L)
         else:
             h = self.lin2(F.relu(self.lin1(x)))  # (B, N, L)
-        return self.pool(h, mask, _exact_duplicates(h, x, mask, self.pool, own, self.fingerprint_table))
+        return self.pool(h, mask, _exact_duplicates(h, x, mask, self.pool, own=own, table=self.fingerprint_table))
 
     def fused_is_exact(self) -> bool:
         """Whether the fused ``value_and_vjp`` computes the gradient of this module's ``forward``.
@@ -495,7 +495,7 @@ class FSEncoder(SetEncoder):
         relu_vjp = _relu_and_vjp if torch.compiler.is_compiling() else _relu_and_vjp_eager
         act, relu_back = relu_vjp(pre)  # (B, N, H)
         h = linear(act, self.lin2.weight, self.lin2.bias)  # (B, N, L)
-        duplicates = _exact_duplicates(h, x, mask, self.pool, True, self.fingerprint_table)
+        duplicates = _exact_duplicates(h, x, mask, self.pool, own=True, table=self.fingerprint_table)
         weights = self.pool.element_weights(h, mask, duplicates)  # (B|1, N|1, L|1)
         out = (_zero_padding(h, mask) * weights).sum(1)  # (B, L), as forward: padding never reaches it
 
