@@ -58,6 +58,26 @@ def test_projection_gradient_matches_finite_differences():
     assert torch.autograd.gradcheck(project_simplex, (x,))
 
 
+def test_projection_for_a_backward_pass_keeps_a_mask_not_the_sort_order():
+    # The backward form (support mask) and the forward-mode form (gather of the sorted entries)
+    # give the same values and derivatives; the backward form keeps no integer tensor of x's size.
+    x = torch.randn(6, 9, 16, dtype=torch.float64)
+    x[0, 0, :3] = x[0, 0, 3]  # ties inside the support
+    v = torch.randn_like(x)
+    leaf = x.clone().requires_grad_()
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append((t.dtype, t.shape)) or t, lambda t: t):
+        p = project_simplex(leaf)
+    assert kept and all(dtype.is_floating_point or dtype == torch.bool for dtype, shape in kept if shape == x.shape)
+    assert (torch.bool, x.shape) in kept
+    (grad,) = torch.autograd.grad((p * v).sum(), leaf)
+    assert torch.equal(p.detach(), project_simplex(x))  # no autograd: the gather form
+    jvp_value, jvp_tangent = torch.func.jvp(project_simplex, (x,), (v,))
+    assert torch.equal(jvp_value, p.detach())
+    # <grad of <p, v>, v> is the directional derivative <J v, v> (J is symmetric)
+    assert torch.allclose((grad * v).sum(), (jvp_tangent * v).sum())
+
+
 def test_projection_rejects_bad_input():
     with pytest.raises(ValueError):
         project_simplex(torch.tensor(1.0))

@@ -16,21 +16,31 @@ def _threshold_by_sorting(x: Tensor) -> Tensor:
     """``(..., 1)`` simplex threshold ``theta`` (Duchi et al., 2008), by sorting.
 
     ``theta = (sum of the k largest entries - 1) / k`` for the support size ``k``, the largest with
-    ``x_(k) > theta``. Differentiable in ``x`` (the sorted values are a gather of ``x``); the
-    support is not. It is taken at least 1, so that rounding (a threshold lifted above the largest
-    entry) never leaves it empty, and it holds every entry equal to its smallest one: in exact
-    arithmetic ties are always inside together, and rounding must not split them, or equal
-    entries would get different gradients.
+    ``x_(k) > theta``. Differentiable in ``x``; the support is not. It is taken at least 1, so that
+    rounding (a threshold lifted above the largest entry) never leaves it empty, and it holds every
+    entry equal to its smallest one: in exact arithmetic ties are always inside together, and
+    rounding must not split them, or equal entries would get different gradients.
+
+    For a backward pass the gradient, ``1 / k`` at every entry of the support, comes from a boolean
+    mask of the support (one byte per entry kept until the backward pass); otherwise the sorted
+    values are a gather of ``x``, differentiable in any mode (``torch.func.jvp`` included), whose
+    backward would keep the sort's int64 order. Both give the same value, the running sum's.
     """
-    desc = sort_descending(x)  # (..., K)
+    backward = torch.is_grad_enabled() and x.requires_grad
+    desc = sort_descending(x.detach() if backward else x)  # (..., K)
     cumsum = desc.cumsum(-1)  # (..., K): sum of the k largest
     with torch.no_grad():
         ranks = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=x.dtype)
         # Support size, at least 1 in exact arithmetic; 0 only where NaN, inf or huge values (cumsum
         # rounding) break it, which must reach the decoder's finiteness check, not a bad index.
         size = (desc * ranks > cumsum - 1).sum(-1, keepdim=True).clamp(min=1)  # (..., 1)
-        size = (desc >= desc.gather(-1, size - 1)).sum(-1, keepdim=True).clamp(min=1)  # with all its ties
-    return (cumsum.gather(-1, size - 1) - 1) / size
+        smallest = desc.gather(-1, size - 1)  # (..., 1): the smallest entry of the support
+        size = (desc >= smallest).sum(-1, keepdim=True).clamp(min=1)  # with all its ties
+    theta = (cumsum.gather(-1, size - 1) - 1) / size  # (..., 1)
+    if not backward:
+        return theta
+    kept = torch.where(x >= smallest, x, 0.0).sum(-1, keepdim=True)  # the support's sum, with its gradient
+    return theta + (kept - kept.detach()) / size
 
 
 def _support_by_pairs(x: Tensor) -> Tensor:
