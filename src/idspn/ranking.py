@@ -154,18 +154,18 @@ def _sums_of_halves(words: Tensor, multipliers: Tensor) -> Tensor:
 
 
 def _row_fingerprints(x: Tensor, table: Tensor | None = None) -> Tensor:
-    """``(B, N, D) -> (B, N)`` int64 fingerprint of every row's bits (equal rows: equal prints).
+    """``(B, N, D) -> (B, N, 3)`` int64 fingerprint of every row's bits (equal rows: equal prints).
 
-    Each row's bits, read as 16-bit integers ``w_j``, are hashed three times as ``sum_j a_j w_j mod
-    q`` with the fixed pseudo-random multipliers of ``_fingerprint_multipliers`` and the three
-    residues packed into one integer. The sums are taken by a float64 matrix product whose every
-    term and partial sum is an integer below 2^53 (compiled: in int64 arithmetic on the halves of
-    32-bit words, ``_sums_of_halves``), so they are exact in any order of summation, on every
-    machine and device: equal rows always get equal fingerprints. Two different rows get
-    equal ones with a chance of about ``q^-3 = 2^-60`` for inputs not chosen to collide (for
-    multipliers drawn uniformly the sum is a universal hash; rows with a regular structure, such as
-    one-hot rows, are no more likely to collide than any others). ``-0.0`` is first turned into
-    ``+0.0`` so that rows equal in value are equal in bits.
+    Each row's bits, read as 16-bit integers ``w_j``, are hashed three times as ``sum_j a_j w_j``
+    with the fixed pseudo-random multipliers ``a_j`` in ``[0, q)`` of ``_fingerprint_multipliers``.
+    The sums are taken by a float64 matrix product whose every term and partial sum is an integer
+    below 2^53 (compiled: in int64 arithmetic on the halves of 32-bit words, ``_sums_of_halves``),
+    so they are exact in any order of summation, on every machine and device: equal rows always
+    get equal fingerprints. Two different rows get equal ones only if all three sums agree, and so
+    agree modulo the prime q: a chance of at most ``q^-3 = 2^-60`` for inputs not chosen to collide
+    (for multipliers drawn uniformly the sum modulo q is a universal hash; rows with a regular
+    structure, such as one-hot rows, are no more likely to collide than any others). ``-0.0`` is
+    first turned into ``+0.0`` so that rows equal in value are equal in bits.
     """
     x = x.detach()
     # -0.0 -> +0.0: IEEE addition gives -0.0 + 0.0 = +0.0, but inductor simplifies ``x + 0.0`` away
@@ -176,12 +176,8 @@ def _row_fingerprints(x: Tensor, table: Tensor | None = None) -> Tensor:
         raise ValueError(f"rows of {width} 16-bit words are too wide to fingerprint; got shape {tuple(x.shape)}")
     multipliers = _fingerprint_multipliers(width, x.device, table)  # (W, 3)
     if torch.compiler.is_compiling() and x.element_size() >= 4:
-        sums = _sums_of_halves(x.view(torch.int32), multipliers.long())  # (B, N, 3)
-    else:
-        sums = (words.to(torch.float64) @ multipliers.to(torch.float64)).long()  # (B, N, 3), exact integers
-    residues = sums.remainder(_FINGERPRINT_PRIME)  # (B, N, 3) in [0, q)
-    q = _FINGERPRINT_PRIME
-    return (residues[..., 0] * q + residues[..., 1]) * q + residues[..., 2]  # (B, N), below q^3 < 2^60
+        return _sums_of_halves(x.view(torch.int32), multipliers.long())  # (B, N, 3)
+    return (words.to(torch.float64) @ multipliers.to(torch.float64)).long()  # (B, N, 3), exact integers
 
 
 def _rows_at(x: Tensor, index: Tensor) -> Tensor:
@@ -199,7 +195,9 @@ def duplicate_index(x: Tensor, table: Tensor | None = None) -> Tensor:
     ``out[b, n] == n`` for a row without an earlier duplicate. Candidates are found by comparing row
     fingerprints (``(B, N, N)`` integer comparisons) and then checked feature by feature, so two
     different rows are never taken for duplicates; a duplicate could be missed only if an earlier,
-    different row shared its 60-bit fingerprint (a chance of about 2^-60 per pair).
+    different row shared its fingerprint (a chance of about 2^-60 per pair). Eagerly the fingerprint
+    is one integer per row, its three sums modulo q packed; compiled, the three sums themselves are
+    compared, since inductor would recompute the packing for every pair.
 
     Args:
         x: ``(B, N, D)`` floating tensor, e.g. the input of a set encoder.
@@ -211,8 +209,14 @@ def duplicate_index(x: Tensor, table: Tensor | None = None) -> Tensor:
     """
     if x.shape[1] == 0:
         return torch.empty(x.shape[:2], dtype=torch.long, device=x.device)  # an empty set repeats nothing
-    prints = _row_fingerprints(x, table)  # (B, N)
-    same = prints.unsqueeze(2) == prints.unsqueeze(1)  # (B, N, N): [b, n, m]
+    prints = _row_fingerprints(x, table)  # (B, N, 3)
+    if torch.compiler.is_compiling():  # the three sums compared as they are: one fused pass
+        same = (prints.unsqueeze(2) == prints.unsqueeze(1)).all(-1)  # (B, N, N): [b, n, m]
+    else:  # eagerly, one integer per row: the three residues modulo q packed below q^3 < 2^60
+        q = _FINGERPRINT_PRIME
+        residues = prints.remainder(q)  # (B, N, 3) in [0, q)
+        packed = (residues[..., 0] * q + residues[..., 1]) * q + residues[..., 2]  # (B, N)
+        same = packed.unsqueeze(2) == packed.unsqueeze(1)  # (B, N, N): [b, n, m]
     candidate = same.to(torch.uint8).argmax(dim=2)  # (B, N): first m with the same fingerprint
     x = x.detach()
     confirmed = (_rows_at(x, candidate) == x).all(dim=-1)  # (B, N): the candidate row equals the row
