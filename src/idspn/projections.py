@@ -58,9 +58,10 @@ def project_simplex(x: Tensor) -> Tensor:
 
     The projection is ``max(x - theta, 0)`` with ``theta`` chosen so that every vector sums to 1.
     ``theta`` is the mean of the support ``x > theta`` less ``1 / |support|``: from the running sums
-    of the sorted entries (one sort, no mask), or under ``torch.compile`` (up to ``PAIRWISE_MAX``
-    entries) from the support found by pairwise sums. Only the support is taken without gradient,
-    so the result is differentiable almost everywhere (unrolled DSPN, Eq. 10).
+    of the sorted entries (one sort; for a backward pass a boolean mask of the support), or under
+    ``torch.compile`` (up to ``PAIRWISE_MAX`` entries) from the support found by pairwise sums. Only
+    the support is taken without gradient, so the result is differentiable almost everywhere
+    (unrolled DSPN, Eq. 10).
 
     Args:
         x: ``(..., K)`` floating tensor.
