@@ -86,7 +86,8 @@ def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]
     kinds["pool weights"] = lambda: encoder.pool.element_weights(h, None, pooled_with)
     if optimizer.projection is not None:
         kinds["projection"] = lambda: project_simplex(state.y)
-    parts: dict[str, Callable[[], object]] = {"matrix products": state.matrix_products()}
+    products = state.matrix_products()  # the same operands for both backends
+    parts: dict[str, Callable[[], object]] = {"matrix products": products}
     for name, fn in kinds.items():
         parts[f"{name}, eager"] = fn
         parts[f"{name}, compiled"] = torch.compile(fn, fullgraph=True)
@@ -97,7 +98,6 @@ def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]
                 return descending_ranks(h)
 
         parts["ranks by torch.sort, eager"] = ranks_by_torch_sort
-    products = state.matrix_products()
 
     def products_by_aten() -> object:
         with use_matmul_backend("aten"):

@@ -4,7 +4,7 @@ An inner step is mostly two ``(B * N, H) x (H, L)`` products and their transpose
 and its input gradient), so their speed is the step's. On CPU, ATen runs a float32 product through
 MKL, which chooses its kernels by processor vendor; oneDNN, shipped in the same torch build,
 chooses them by instruction set, and on an AMD EPYC with AVX-512 runs the inner step's four
-products 1.5-1.9x as fast as MKL (``benchmarks/inner_step_parts.py`` times both at the inner
+products 1.5-2.0x as fast as MKL (``benchmarks/inner_step_parts.py`` times both at the inner
 loop's shapes; docs/benchmarks.md).
 
 ``linear(x, weight, bias)`` is ``F.linear`` computed by oneDNN where the backend is ``"onednn"``
