@@ -13,6 +13,9 @@ timed alone, eagerly and compiled with ``torch.compile(fullgraph=True)``, all in
 * ``ranks``: the stable descending ranks of the element features (``ranking.descending_ranks``);
   for sets long enough to be sorted, also eagerly with ``torch.sort`` in place of the default
   NumPy backend (``ranks by torch.sort``: the row that shows why ``idspn.numpy_sort`` exists);
+* ``larger-element count`` (compiled only): how many elements of its set exceed each element, the
+  ranks without their tie rule. One comparison per pair of elements is the least work a pairwise
+  count can do, so this row bounds how fast ranks by counting can get under ``torch.compile``;
 * ``exact duplicates`` (CPU): the encoder's in-place copy of duplicate rows
   (``ranking.copy_first_occurrences_``), on features where nothing repeats, as in a random set;
 * ``pool weights``: FSPool's weight of every element, ranks and lookup (``FSPool.element_weights``);
@@ -49,6 +52,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_benchmark import BATCH, TASKS, command_line, inner_state, machine_label, time_parts  # noqa: E402
 
 RATE_TARGETS = {"autoencoding": 0.85, "numbering": 0.70}  # the FLOP rates the compiled step aims at
+
+
+def larger_element_count(h: torch.Tensor) -> torch.Tensor:
+    """``(B, N, L) -> (B, N, L)``: how many elements of each set are larger, feature by feature (the
+    ranks' count without the tie rule; eagerly it would hold all ``(B, N, N, L)`` comparisons)."""
+    return (h.unsqueeze(1) > h.unsqueeze(2)).to(h.dtype).sum(2)
 
 
 def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]:
@@ -91,6 +100,8 @@ def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]
     for name, fn in kinds.items():
         parts[f"{name}, eager"] = fn
         parts[f"{name}, compiled"] = torch.compile(fn, fullgraph=True)
+    count = torch.compile(larger_element_count, fullgraph=True)
+    parts["larger-element count, compiled"] = lambda: count(h)
     if h.shape[1] > COUNTING_MAX_EAGER["numpy"]:
 
         def ranks_by_torch_sort() -> object:
@@ -118,12 +129,14 @@ def report(task: str, ms: dict[str, float]) -> list[str]:
         "| --- | --- | --- | --- |",
         f"| matrix products | {matmul:.2f} | - | 1.00 |",
     ]
-    for name in [k.removesuffix(", eager") for k in ms if k.endswith(", eager")]:
-        eager, compiled = ms[f"{name}, eager"], ms.get(f"{name}, compiled")
+    names = [k.rsplit(", ", 1)[0] for k in ms if k != "matrix products"]
+    for name in dict.fromkeys(names):  # in order, once each
+        eager, compiled = ms.get(f"{name}, eager"), ms.get(f"{name}, compiled")
+        eager_ms = "-" if eager is None else f"{eager:.2f}"  # None: a compiled-only row
         if compiled is None:  # an eager-only way of doing a part
-            lines.append(f"| {name} | {eager:.2f} | - | - |")
+            lines.append(f"| {name} | {eager_ms} | - | - |")
         else:
-            lines.append(f"| {name} | {eager:.2f} | {compiled:.2f} | {compiled / matmul:.2f} |")
+            lines.append(f"| {name} | {eager_ms} | {compiled:.2f} | {compiled / matmul:.2f} |")
     lines += [
         "",
         f"- compiled step's FLOP rate: {100 * matmul / step:.0f}% (target {100 * target:.0f}%)",
