@@ -4,7 +4,8 @@ At the shapes of ``step_benchmark.py`` (batch 128; autoencoding n = d = 8 with h
 numbering n = 64 with 68 -> 256 -> 256 and the simplex projection), each part of the inner step is
 timed alone, eagerly and compiled with ``torch.compile(fullgraph=True)``, all in turn in one process:
 
-* ``inner step``: the whole step (``idspn.decoders.inner_step``), as ``IDSPN`` runs it;
+* ``inner step``: the whole step (``idspn.decoders.inner_step``), as ``IDSPN`` runs it (compiled
+  with ``IDSPN(compile=True)``'s arguments, ``idspn.decoders.compile_arguments``);
 * ``matrix products``: its four matrix products alone (what the FLOP rate is measured against), by
   the matrix-product backend the step uses (``idspn.onednn_linear``; on CPU oneDNN by default), and
   ``matrix products by ATen``: the same by ATen's kernels (``set_matmul_backend("aten")``), the
@@ -62,7 +63,7 @@ def larger_element_count(h: torch.Tensor) -> torch.Tensor:
 
 def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]:
     """The callables to time for ``task``: each part eagerly and compiled, and the matrix products."""
-    from idspn.decoders import inner_step
+    from idspn.decoders import compile_arguments, inner_step
     from idspn.onednn_linear import use_matmul_backend
     from idspn.projections import project_simplex
     from idspn.ranking import (
@@ -99,7 +100,8 @@ def parts_of(task: str, device: torch.device) -> dict[str, Callable[[], object]]
     parts: dict[str, Callable[[], object]] = {"matrix products": products}
     for name, fn in kinds.items():
         parts[f"{name}, eager"] = fn
-        parts[f"{name}, compiled"] = torch.compile(fn, fullgraph=True)
+        options = compile_arguments("default", device) if name == "inner step" else {}  # as IDSPN(compile=True)
+        parts[f"{name}, compiled"] = torch.compile(fn, fullgraph=True, **options)
     count = torch.compile(larger_element_count, fullgraph=True)
     parts["larger-element count, compiled"] = lambda: count(h)
     if h.shape[1] > COUNTING_MAX_EAGER["numpy"]:

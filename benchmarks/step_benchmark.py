@@ -428,11 +428,11 @@ def time_parts(parts: dict[str, Callable[[], object]], device: torch.device, rou
 
 def inner_step_rates(task: str, device: torch.device, rounds: int) -> dict[str, float]:
     """Milliseconds of one no-grad inner step (eager, compiled) and of its matrix products alone."""
-    from idspn.decoders import inner_step
+    from idspn.decoders import compile_arguments, inner_step
 
     state = inner_state(task, device)
     optimizer = state.setup.decoder.optimizer
-    compiled = torch.compile(inner_step, fullgraph=True)
+    compiled = torch.compile(inner_step, fullgraph=True, **compile_arguments("default", device))  # as compile=True
     parts: dict[str, Callable[[], object]] = {
         "eager inner step": lambda: inner_step(state.problem, optimizer, state.y, state.buf),
         "compiled inner step": lambda: compiled(state.problem, optimizer, state.y, state.buf),

@@ -482,6 +482,30 @@ def _compiled_equals_eager(seed, n, d, pooling, momentum, z):
     torch.testing.assert_close(*outputs)
 
 
+def test_compile_arguments_tune_the_default_mode_on_cpu_only():
+    import torch._inductor
+
+    cpu = decoders.compile_arguments("default", torch.device("cpu"))
+    assert cpu == {"options": decoders.CPU_INDUCTOR_OPTIONS}
+    assert set(cpu["options"]) <= set(torch._inductor.list_options())  # torch.compile rejects unknown ones
+    assert decoders.compile_arguments("default", torch.device("cuda")) == {"mode": "default"}
+    assert decoders.compile_arguments("reduce-overhead", torch.device("cpu")) == {"mode": "reduce-overhead"}
+    with pytest.raises(ValueError, match="mode must be one of"):
+        decoders.compile_arguments("fast", torch.device("cpu"))
+
+
+def test_a_model_compiled_with_the_decoders_arguments_equals_eager():
+    torch.manual_seed(0)
+    enc = FSEncoder(set_dim=2 + 6, hidden_dim=8, latent_dim=L, set_size=6).double()
+    dec = IDSPN(enc, set_size=6, set_dim=6, iters=2, momentum=0.9, projection="simplex", fixed_dim=2).double()
+    compiled = torch.compile(dec, **decoders.compile_arguments("default", torch.device("cpu")))
+    z = torch.randn(2, L, dtype=torch.float64)
+    fixed = torch.randn(2, 6, 2, dtype=torch.float64)
+    y0 = torch.randn(2, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(z, init_set=y0, fixed=fixed), dec(z, init_set=y0, fixed=fixed))
+
+
 class _SyncCounter(TorchDispatchMode):
     """Counts the ops that copy a tensor's value to the host (``.item()``, ``bool(tensor)``)."""
 

@@ -57,12 +57,19 @@ __all__ = [
     "INITS",
     "PROJECTIONS",
     "COMPILE_MODES",
+    "compile_arguments",
 ]
 
 BACKWARD_MODES = ("approx", "cg", "unroll")
 INITS = ("random", "zeros", "learned")
 PROJECTIONS: dict[str, Callable[[Tensor], Tensor]] = {"simplex": project_simplex}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# Inductor options of a step compiled in mode "default" for the CPU. Inductor recomputes a pointwise
+# intermediate inside every kernel that reads it unless it reads more than `realize_reads_threshold`
+# buffers (4 by default). The iterate after a Nesterov step reads four (Y, the gradient, the momentum
+# buffer, the clipping norm), and the simplex projection's pairwise pass reads it once per entry of
+# its row, recomputing the whole step each time; at 3 inductor stores it once (docs/benchmarks.md).
+CPU_INDUCTOR_OPTIONS: dict[str, Any] = {"realize_reads_threshold": 3}
 
 
 class InnerLoopDivergence(RuntimeError):
@@ -197,7 +204,8 @@ def final_step(
 _Step = TypeVar("_Step", bound=Callable[..., Any])
 
 # Each decoder's compiled steps, dropped with the decoder (not copied with it by deepcopy or pickle).
-_COMPILED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, str], Callable[..., Any]]] = weakref.WeakKeyDictionary()
+_StepKey = tuple[str, str, str]  # (function, mode, device type)
+_COMPILED: weakref.WeakKeyDictionary[nn.Module, dict[_StepKey, Callable[..., Any]]] = weakref.WeakKeyDictionary()
 
 
 def _own_copy(function: _Step) -> _Step:
@@ -212,12 +220,34 @@ def _own_copy(function: _Step) -> _Step:
     return cast(_Step, functools.update_wrapper(copy, function))
 
 
-def _compiled(owner: nn.Module, function: _Step, mode: str) -> _Step:
-    """``torch.compile(function, fullgraph=True, mode=mode)``, made once per decoder."""
+def compile_arguments(mode: str, device: torch.device) -> dict[str, Any]:
+    """The keyword arguments besides ``fullgraph=True`` with which ``IDSPN(compile=mode)`` passes
+    one inner step to ``torch.compile`` on ``device``.
+
+    ``mode`` alone, except in mode ``"default"`` on CPU: there ``CPU_INDUCTOR_OPTIONS``, those of
+    them this torch's inductor knows (``torch._inductor.list_options()``, as ``torch.compile``
+    documents), as ``options``. Pass the same to compile a model that calls the decoder, e.g.
+    ``torch.compile(model, **compile_arguments("default", device))``.
+    """
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"mode must be one of {COMPILE_MODES}, got {mode!r}")
+    if mode == "default" and torch.device(device).type == "cpu":
+        import torch._inductor as inductor  # here, not at import: it takes a second
+
+        known = set(inductor.list_options())
+        options = {key: value for key, value in CPU_INDUCTOR_OPTIONS.items() if key in known}
+        if options:
+            return {"options": options}
+    return {"mode": mode}
+
+
+def _compiled(owner: nn.Module, function: _Step, mode: str, device: torch.device) -> _Step:
+    """``torch.compile(function, fullgraph=True, **compile_arguments(mode, device))``, made once per
+    decoder and device type."""
     steps = _COMPILED.setdefault(owner, {})
-    key = (function.__name__, mode)
+    key = (function.__name__, mode, device.type)
     if key not in steps:
-        steps[key] = torch.compile(_own_copy(function), fullgraph=True, mode=mode)
+        steps[key] = torch.compile(_own_copy(function), fullgraph=True, **compile_arguments(mode, device))
     return cast(_Step, steps[key])
 
 
@@ -384,9 +414,10 @@ class IDSPN(nn.Module):
         cg_gamma: Hessian regularisation gamma of ``(H/gamma + I)``; None solves ``H u = v`` exactly.
         cg_tol: relative residual at which an example's CG solve stops (per example; on CPU the loop
             ends once every example has; elsewhere it runs cg_iters, with no host synchronisation).
-        compile: ``torch.compile`` one inner step (``fullgraph=True``): False (eager), True (mode
-            ``"default"``) or a mode from ``COMPILE_MODES`` (``"reduce-overhead"`` uses CUDA graphs;
-            pair it with ``check_finite=False``). The first call of each shape compiles (seconds).
+        compile: ``torch.compile`` one inner step (``fullgraph=True``, ``compile_arguments``):
+            False (eager), True (mode ``"default"``) or a mode from ``COMPILE_MODES``
+            (``"reduce-overhead"`` uses CUDA graphs; pair it with ``check_finite=False``). The
+            first call of each shape compiles (seconds).
         check_finite: check once per forward that the output is finite and raise otherwise (one
             host synchronisation). False makes a forward free of host synchronisation (CUDA
             graphs, ``torch.func.vmap``); NaN then propagates.
@@ -541,15 +572,15 @@ class IDSPN(nn.Module):
         """The inner objective of one call, e.g. to evaluate ``problem(...).value(Y)``."""
         return InnerProblem(self.encoder, z, init_set, fixed, self.reg)
 
-    def _compiled_or_eager(self, function: _Step) -> _Step:
-        return function if self.compile_mode is None else _compiled(self, function, self.compile_mode)
+    def _compiled_or_eager(self, function: _Step, device: torch.device) -> _Step:
+        return function if self.compile_mode is None else _compiled(self, function, self.compile_mode, device)
 
     def _run(self, problem: InnerProblem, y: Tensor, buf: Tensor | None, steps: int) -> tuple[Tensor, Tensor | None]:
         """``steps`` inner steps from ``(y, buf)``; differentiable iff grad mode is on (DSPN).
 
         Memory does not grow with ``steps`` without grad: each step's tensors are freed by the next.
         """
-        step = self._compiled_or_eager(inner_step)
+        step = self._compiled_or_eager(inner_step, y.device)
         for _ in range(steps):
             y, buf = step(problem, self.optimizer, y, buf)
         return y, buf
@@ -597,7 +628,7 @@ class IDSPN(nn.Module):
             self._finish(y, problem, iters)
             return y
         if self.backward_mode == "approx":
-            y_star, step = self._compiled_or_eager(final_step)(problem, self.optimizer, y, buf)
+            y_star, step = self._compiled_or_eager(final_step, y.device)(problem, self.optimizer, y, buf)
             self._finish(y_star, problem, iters)
             return attach_approx_implicit_grad(y_star, step)
         with torch.no_grad():
