@@ -411,7 +411,8 @@ class IDSPN(nn.Module):
             fixed; the encoder sees ``cat(fixed, Y)``.
         backward: ``"approx"`` (Eq. 9), ``"cg"`` (Appendix D) or ``"unroll"`` (DSPN).
         cg_iters: conjugate-gradient steps for ``backward="cg"``.
-        cg_gamma: Hessian regularisation gamma of ``(H/gamma + I)``; None solves ``H u = v`` exactly.
+        cg_gamma: Hessian regularisation gamma of ``(lr*H/gamma + I) u = v``; None solves
+            ``lr*H u = v`` exactly.
         cg_tol: relative residual at which an example's CG solve stops (per example; on CPU the loop
             ends once every example has; elsewhere it runs cg_iters, with no host synchronisation).
         compile: ``torch.compile`` one inner step (``fullgraph=True``, ``compile_arguments``):
