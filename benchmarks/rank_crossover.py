@@ -4,10 +4,10 @@ At every inner step FSPool looks up each element's weight at its rank (``ranking
 Eagerly on CPU a short set is ranked by counting, one element against the rest of its set at a
 time (``N`` small kernels, ``O(N^2)`` work), and the table is gathered at the ranks; a longer set is
 sorted through the chosen backend (NumPy's integer sort or ``torch.sort``), its ranks the inverse
-of the sort's order, and the table is gathered at them. This script times the three ways on ``(B, N, L)`` features for a range of set
-sizes, all in turn in one process, and prints for each backend the largest size at which counting
-is faster: at most the value ``COUNTING_MAX_EAGER`` should hold on the machine and thread count it
-runs on.
+of the sort's order, and the table is gathered at them. This script times the three ways on
+``(B, N, L)`` features for a range of set sizes, all in turn in one process, and prints for each
+backend the largest size at which counting is faster: at most the value ``COUNTING_MAX_EAGER``
+should hold on the machine and thread count it runs on.
 
 Usage::
 

@@ -482,12 +482,13 @@ def _compiled_equals_eager(seed, n, d, pooling, momentum, z):
     torch.testing.assert_close(*outputs)
 
 
-def test_compile_arguments_tune_the_default_mode_on_cpu_only():
+def test_compile_arguments_tune_the_default_mode_on_cpu_without_grad_only():
     import torch._inductor
 
     cpu = decoders.compile_arguments("default", torch.device("cpu"))
     assert cpu == {"options": decoders.CPU_INDUCTOR_OPTIONS}
     assert set(cpu["options"]) <= set(torch._inductor.list_options())  # torch.compile rejects unknown ones
+    assert decoders.compile_arguments("default", torch.device("cpu"), grad=True) == {"mode": "default"}
     assert decoders.compile_arguments("default", torch.device("cuda")) == {"mode": "default"}
     assert decoders.compile_arguments("reduce-overhead", torch.device("cpu")) == {"mode": "reduce-overhead"}
     with pytest.raises(ValueError, match="mode must be one of"):

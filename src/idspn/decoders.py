@@ -64,11 +64,13 @@ BACKWARD_MODES = ("approx", "cg", "unroll")
 INITS = ("random", "zeros", "learned")
 PROJECTIONS: dict[str, Callable[[Tensor], Tensor]] = {"simplex": project_simplex}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-# Inductor options of a step compiled in mode "default" for the CPU. Inductor recomputes a pointwise
-# intermediate inside every kernel that reads it unless it reads more than `realize_reads_threshold`
-# buffers (4 by default). The iterate after a Nesterov step reads four (Y, the gradient, the momentum
-# buffer, the clipping norm), and the simplex projection's pairwise pass reads it once per entry of
-# its row, recomputing the whole step each time; at 3 inductor stores it once (docs/benchmarks.md).
+# Inductor options of a no-grad step compiled in mode "default" for the CPU. Inductor recomputes a
+# pointwise intermediate inside every kernel that reads it unless it reads more than
+# `realize_reads_threshold` buffers (4 by default). The iterate after a Nesterov step reads four (Y,
+# the gradient, the momentum buffer, the clipping norm), and the simplex projection's pairwise pass
+# reads it once per entry of its row, recomputing the whole step each time; at 3 inductor stores it
+# once. A step autograd records keeps the default: there the stored intermediates cost more than the
+# recomputation saved (docs/benchmarks.md, *Compile options*).
 CPU_INDUCTOR_OPTIONS: dict[str, Any] = {"realize_reads_threshold": 3}
 
 
@@ -204,7 +206,7 @@ def final_step(
 _Step = TypeVar("_Step", bound=Callable[..., Any])
 
 # Each decoder's compiled steps, dropped with the decoder (not copied with it by deepcopy or pickle).
-_StepKey = tuple[str, str, str]  # (function, mode, device type)
+_StepKey = tuple[str, str, str, bool]  # (function, mode, device type, grad mode)
 _COMPILED: weakref.WeakKeyDictionary[nn.Module, dict[_StepKey, Callable[..., Any]]] = weakref.WeakKeyDictionary()
 
 
@@ -220,18 +222,19 @@ def _own_copy(function: _Step) -> _Step:
     return cast(_Step, functools.update_wrapper(copy, function))
 
 
-def compile_arguments(mode: str, device: torch.device) -> dict[str, Any]:
+def compile_arguments(mode: str, device: torch.device, grad: bool = False) -> dict[str, Any]:
     """The keyword arguments besides ``fullgraph=True`` with which ``IDSPN(compile=mode)`` passes
-    one inner step to ``torch.compile`` on ``device``.
+    one inner step to ``torch.compile`` on ``device``, for steps run with grad mode on (``grad``:
+    an unrolled DSPN's, the last step of ``backward="approx"``) or off (every other).
 
-    ``mode`` alone, except in mode ``"default"`` on CPU: there ``CPU_INDUCTOR_OPTIONS``, those of
-    them this torch's inductor knows (``torch._inductor.list_options()``, as ``torch.compile``
-    documents), as ``options``. Pass the same to compile a model that calls the decoder, e.g.
-    ``torch.compile(model, **compile_arguments("default", device))``.
+    ``mode`` alone, except in mode ``"default"`` on CPU without grad: there ``CPU_INDUCTOR_OPTIONS``,
+    those of them this torch's inductor knows (``torch._inductor.list_options()``, as
+    ``torch.compile`` documents), as ``options``. Pass the same to compile a model that calls the
+    decoder, e.g. ``torch.compile(model, **compile_arguments("default", device))`` for inference.
     """
     if mode not in COMPILE_MODES:
         raise ValueError(f"mode must be one of {COMPILE_MODES}, got {mode!r}")
-    if mode == "default" and torch.device(device).type == "cpu":
+    if mode == "default" and torch.device(device).type == "cpu" and not grad:
         import torch._inductor as inductor  # here, not at import: it takes a second
 
         known = set(inductor.list_options())
@@ -242,12 +245,13 @@ def compile_arguments(mode: str, device: torch.device) -> dict[str, Any]:
 
 
 def _compiled(owner: nn.Module, function: _Step, mode: str, device: torch.device) -> _Step:
-    """``torch.compile(function, fullgraph=True, **compile_arguments(mode, device))``, made once per
-    decoder and device type."""
+    """``torch.compile(function, fullgraph=True, **compile_arguments(mode, device, grad))`` with
+    the grad mode it is called in, made once per decoder, device type and grad mode."""
+    grad = torch.is_grad_enabled()
     steps = _COMPILED.setdefault(owner, {})
-    key = (function.__name__, mode, device.type)
+    key = (function.__name__, mode, device.type, grad)
     if key not in steps:
-        steps[key] = torch.compile(_own_copy(function), fullgraph=True, **compile_arguments(mode, device))
+        steps[key] = torch.compile(_own_copy(function), fullgraph=True, **compile_arguments(mode, device, grad))
     return cast(_Step, steps[key])
 
 
