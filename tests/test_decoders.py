@@ -495,6 +495,22 @@ def test_compile_arguments_tune_the_default_mode_on_cpu_without_grad_only():
         decoders.compile_arguments("fast", torch.device("cpu"))
 
 
+def test_steps_compiled_as_cuda_graphs_return_copies_of_their_outputs():
+    """A CUDA-graph replay overwrites its previous outputs, which the inner loop feeds back in:
+    the decoder's CUDA-graph steps hand out copies (the replays themselves run in cuda_checks.py)."""
+    decoder, outputs = _decoder(), (torch.ones(3), None)
+    step = decoders._outputs_copied(lambda *args: outputs)
+    y, buf = step(1, 2)
+    assert buf is None and torch.equal(y, outputs[0]) and y.data_ptr() != outputs[0].data_ptr()
+    copying = step.__code__
+
+    def wrapped(mode, device):
+        return decoders._compiled(decoder, decoders.inner_step, mode, device).__code__ is copying
+
+    assert wrapped("reduce-overhead", torch.device("cuda")) and wrapped("max-autotune", torch.device("cuda"))
+    assert not wrapped("reduce-overhead", torch.device("cpu")) and not wrapped("default", torch.device("cuda"))
+
+
 def test_a_model_compiled_with_the_decoders_arguments_equals_eager():
     torch.manual_seed(0)
     enc = FSEncoder(set_dim=2 + 6, hidden_dim=8, latent_dim=L, set_size=6).double()

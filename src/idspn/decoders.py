@@ -64,6 +64,7 @@ BACKWARD_MODES = ("approx", "cg", "unroll")
 INITS = ("random", "zeros", "learned")
 PROJECTIONS: dict[str, Callable[[Tensor], Tensor]] = {"simplex": project_simplex}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that run a step as a CUDA graph on CUDA
 # Inductor options of a no-grad step compiled in mode "default" for the CPU. Inductor recomputes a
 # pointwise intermediate inside every kernel that reads it unless it reads more than
 # `realize_reads_threshold` buffers (4 by default). The iterate after a Nesterov step reads four (Y,
@@ -251,8 +252,24 @@ def _compiled(owner: nn.Module, function: _Step, mode: str, device: torch.device
     steps = _COMPILED.setdefault(owner, {})
     key = (function.__name__, mode, device.type, grad)
     if key not in steps:
-        steps[key] = torch.compile(_own_copy(function), fullgraph=True, **compile_arguments(mode, device, grad))
+        step = torch.compile(_own_copy(function), fullgraph=True, **compile_arguments(mode, device, grad))
+        steps[key] = _outputs_copied(step) if device.type == "cuda" and mode in _CUDA_GRAPH_MODES else step
     return cast(_Step, steps[key])
+
+
+def _outputs_copied(step: _Step) -> _Step:
+    """``step`` with its output tensors copied out of the CUDA graph's memory.
+
+    Every call of a compiled step from the inner loop is a new ``torch.compile`` invocation, hence
+    (without pending backwards) a new generation of inductor's CUDA-graph trees, whose replay
+    overwrites the outputs of the previous call: the very ``(y, buf)`` the loop passes in. A copy
+    of two ``(B, N, D)`` tensors per step keeps them.
+    """
+
+    def run(*args: Any) -> Any:
+        return tuple(None if t is None else t.clone() for t in step(*args))
+
+    return cast(_Step, functools.update_wrapper(run, step))
 
 
 # --- backward modes ------------------------------------------------------------------------------
