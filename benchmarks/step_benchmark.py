@@ -589,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {task} | {ms['eager inner step']:.1f} | {ms['compiled inner step']:.1f} | {mm:.1f} | "
             f"{100 * mm / ms['eager inner step']:.0f}% | {100 * mm / ms['compiled inner step']:.0f}% |"
         )
+    lines.append("")
     for task in args.tasks:
         for impl in names[: len(args.impls)]:
             a, u = seconds.get((impl, f"{task}/approx/20")), seconds.get((impl, f"{task}/unroll/20"))
@@ -597,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         lo, hi = min(args.iters), max(args.iters)
         for backward in ("approx", "unroll"):
             first, last = memory.get(f"{task}/{backward}/{lo}"), memory.get(f"{task}/{backward}/{hi}")
-            if first and last:
+            if first and last and hi > lo:
                 lines.append(f"- {task}, {backward}: peak memory at {hi} / {lo} iterations: {last / first:.2f}")
     broken = {f"{w.name} {c}": e for w in workers for c, e in w.broken.items()}
     lines += [f"- not timed: {k}: {e}" for k, e in broken.items()] + [""]
