@@ -15,4 +15,5 @@ tests=${PIPESTATUS[0]}
 python3 benchmarks/step_benchmark.py --device cuda --threads 8 --iters 20 --backwards approx unroll \
     --rounds 3 --steps 3 --impls eager compiled cuda-graphs \
     --out "$out/gpu-benchmark.md" --json "$out/gpu-benchmark.json" 2> >(tee "$out/gpu-benchmark.log" >&2) || exit $?
+echo "gpu_check: tests exited $tests, ${SECONDS} s in all"
 exit "$tests"

@@ -64,7 +64,6 @@ BACKWARD_MODES = ("approx", "cg", "unroll")
 INITS = ("random", "zeros", "learned")
 PROJECTIONS: dict[str, Callable[[Tensor], Tensor]] = {"simplex": project_simplex}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that run a step as a CUDA graph on CUDA
 # Inductor options of a no-grad step compiled in mode "default" for the CPU. Inductor recomputes a
 # pointwise intermediate inside every kernel that reads it unless it reads more than
 # `realize_reads_threshold` buffers (4 by default). The iterate after a Nesterov step reads four (Y,
@@ -253,8 +252,16 @@ def _compiled(owner: nn.Module, function: _Step, mode: str, device: torch.device
     key = (function.__name__, mode, device.type, grad)
     if key not in steps:
         step = torch.compile(_own_copy(function), fullgraph=True, **compile_arguments(mode, device, grad))
-        steps[key] = _outputs_copied(step) if device.type == "cuda" and mode in _CUDA_GRAPH_MODES else step
+        steps[key] = _outputs_copied(step) if _runs_as_cuda_graph(mode, device) else step
     return cast(_Step, steps[key])
+
+
+def _runs_as_cuda_graph(mode: str, device: torch.device) -> bool:
+    """Whether inductor runs a step compiled in ``mode`` on ``device`` as a CUDA graph, by the
+    options the mode sets (``torch._inductor.list_mode_options``, as ``torch.compile`` documents)."""
+    import torch._inductor as inductor
+
+    return device.type == "cuda" and bool(inductor.list_mode_options(mode).get("triton.cudagraphs", False))
 
 
 def _outputs_copied(step: _Step) -> _Step:
