@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One short GPU check (4 minutes on one H200 on 2026-12-04, cold compile caches included): the
+# One short GPU check (it prints its duration; see docs/benchmarks.md, "On a GPU"): the
 # core's CUDA tests, then the training-step benchmark eager vs compiled vs CUDA graphs (torch.compile
 # mode "reduce-overhead") at 20 inner iterations, iDSPN (approx) and DSPN (unroll), with peak memory.
 # A failing test does not stop the benchmark; the script exits with the tests' status. Needs a python3
